@@ -1,0 +1,1 @@
+"""Loopbreak core library: everything that is not drawing widgets."""

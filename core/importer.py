@@ -1,0 +1,334 @@
+"""Import documents as items: JSONL, JSON arrays, CSV, Parquet and `datasets` folders.
+
+Import is all or nothing. Every row of the file is read and validated before anything is
+written; the first problem raises :class:`ImportFailed` naming the file and the line (or row), and
+the store is untouched. Valid rows are then inserted in one transaction. Re-importing the same
+file changes nothing: rows whose id already exists with the same content are counted as
+unchanged, while an existing id with different content is an error (never a silent overwrite).
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+import pyarrow as pa
+
+from core.store import Workspace, WorkspaceError, now
+
+FORMATS = ("jsonl", "json", "csv", "parquet", "hf")
+
+
+@dataclass
+class ImportFields:
+    """Which column of the file plays which role."""
+
+    text: str = field(default="text", metadata={"help": "Column with the document (the model's input). Required."})
+    reference: str = field(default="reference", metadata={"help": "Column with the reference transcription. Optional; objects are stored as JSON."})
+    id: str = field(default="id", metadata={"help": "Column with a unique item id. When the file has none, ids are hashes of the text."})
+    image: str = field(default="image", metadata={"help": "Column with an image path (relative to the file) or image bytes. Optional."})
+    split: str = field(default="split", metadata={"help": "Column with the split name, used when no split is given."})
+
+
+class ImportFailed(WorkspaceError):
+    """A file that cannot be imported; `where` is 'file:line' or 'file: row n'."""
+
+    def __init__(self, path: Path | str, line: int | None, message: str, unit: str = "line"):
+        self.path, self.line, self.reason = str(path), line, message
+        where = f"{path}:{line}" if unit == "line" and line else (f"{path}: {unit} {line}" if line else str(path))
+        super().__init__(f"{where}: {message}. Nothing was imported.")
+
+
+@dataclass
+class ImportResult:
+    dataset: str
+    source: str
+    rows: int
+    new: int
+    unchanged: int
+    splits: dict[str, int]
+
+    def to_dict(self) -> dict:
+        return self.__dict__.copy()
+
+
+def detect_format(path: Path) -> str:
+    if path.is_dir():
+        return "hf"
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".ndjson"):
+        return "jsonl"
+    if suffix == ".json":
+        return "json"
+    if suffix in (".csv", ".tsv"):
+        return "csv"
+    if suffix in (".parquet", ".pq"):
+        return "parquet"
+    raise ImportFailed(path, None, f"unknown file type {suffix or '(none)'}: use .jsonl, .json, .csv, .parquet or a `datasets` folder")
+
+
+# Each reader yields (position, record); position is a 1-based line (text formats) or row number.
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
+    raw = path.read_bytes()
+    for n, line in enumerate(raw.split(b"\n"), start=1):
+        if n == 1 and line.startswith(b"\xef\xbb\xbf"):
+            line = line[3:]
+        try:
+            text = line.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ImportFailed(path, n, f"not valid UTF-8 (byte {e.start + 1} of the line)") from None
+        if not text.strip():
+            continue
+        try:
+            yield n, json.loads(text)
+        except json.JSONDecodeError as e:
+            raise ImportFailed(path, n, f"malformed JSON ({e.msg} at column {e.colno})") from None
+
+
+def _decode(path: Path) -> str:
+    raw = path.read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise ImportFailed(path, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
+
+
+def _read_json_array(path: Path) -> Iterator[tuple[int, Any]]:
+    text = _decode(path)
+    if not text.lstrip().startswith("["):
+        yield from _read_jsonl(path)
+        return
+    try:
+        records = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ImportFailed(path, e.lineno, f"malformed JSON ({e.msg} at column {e.colno})") from None
+    # A JSON array has no per-record lines: report records by position.
+    yield from ((-i, r) for i, r in enumerate(records, start=1))
+
+
+def _read_csv(path: Path) -> Iterator[tuple[int, Any]]:
+    text = _decode(path)
+    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
+    reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
+    header, start = None, 1
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as e:
+            raise ImportFailed(path, start, f"broken CSV quoting ({e})") from None
+        line, start = start, reader.line_num + 1
+        if header is None:
+            header = row
+            if len(set(header)) != len(header):
+                raise ImportFailed(path, line, "duplicate column names in the header")
+            continue
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != len(header):
+            raise ImportFailed(path, line, f"expected {len(header)} fields, found {len(row)}")
+        yield line, {k: (v if v != "" else None) for k, v in zip(header, row)}
+
+
+def _read_parquet(path: Path) -> Iterator[tuple[int, Any]]:
+    import pyarrow.parquet as pq
+
+    try:
+        table = pq.read_table(path)
+    except (pa.ArrowException, OSError) as e:
+        raise ImportFailed(path, None, f"not a readable Parquet file, truncated or corrupt ({e})") from None
+    yield from ((-i, r) for i, r in enumerate(table.to_pylist(), start=1))
+
+
+def _read_hf(path: Path, split: str | None) -> Iterator[tuple[int, Any]]:
+    import datasets
+
+    try:
+        ds = datasets.load_from_disk(str(path))
+    except Exception as e:  # datasets raises several types for a missing or broken folder
+        raise ImportFailed(path, None, f"not a readable `datasets` folder ({e})") from None
+    parts = ds.items() if isinstance(ds, datasets.DatasetDict) else [(None, ds)]
+    row = 0
+    for part_split, part in parts:
+        for record in part:
+            row += 1
+            if part_split is not None and not split:
+                record = {**record, "__split__": part_split}
+            yield -row, record
+
+
+def read_records(path: Path, fmt: str | None = None, split: str | None = None) -> Iterator[tuple[int, Any]]:
+    fmt = fmt or detect_format(path)
+    if not path.exists():
+        raise ImportFailed(path, None, "no such file")
+    readers = {"jsonl": _read_jsonl, "json": _read_json_array, "csv": _read_csv, "parquet": _read_parquet}
+    return _read_hf(path, split) if fmt == "hf" else readers[fmt](path)
+
+
+def _as_text(value: Any, what: str, required: bool, fail) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        if required:
+            fail(f"missing or empty required field {what!r}")
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, (dict, list)) and what != "text":
+        return json.dumps(value, ensure_ascii=False)
+    fail(f"field {what!r} must be a string, found {type(value).__name__}")
+
+
+def validate(
+    rows: Iterator[tuple[int, Any]], path: Path, fields: ImportFields, split: str | None
+) -> list[dict]:
+    """Turn raw records into item rows, or raise ImportFailed at the first bad one."""
+    items, seen = [], {}
+    for pos, rec in rows:
+        unit, where = ("line", pos) if pos > 0 else ("row", -pos)
+
+        def fail(msg: str) -> None:
+            raise ImportFailed(path, where, msg, unit)
+
+        if not isinstance(rec, dict):
+            fail(f"expected an object with a {fields.text!r} field, found {type(rec).__name__}")
+        text = _as_text(rec.get(fields.text), fields.text, True, fail)
+        reference = _as_text(rec.get(fields.reference), fields.reference, False, fail)
+        raw_id = rec.get(fields.id)
+        if raw_id is None:
+            item_id = "h" + hashlib.sha1(text.encode()).hexdigest()[:12]
+        elif isinstance(raw_id, (str, int)) and not isinstance(raw_id, bool) and str(raw_id).strip():
+            item_id = str(raw_id).strip()
+        else:
+            fail(f"field {fields.id!r} must be a non-empty string or integer")
+        if item_id in seen:
+            fail(f"duplicate id {item_id!r} (first at {seen[item_id]})")
+        seen[item_id] = f"{unit} {where}"
+        item_split = split or rec.get("__split__") or rec.get(fields.split) or "train"
+        if not isinstance(item_split, str):
+            fail(f"field {fields.split!r} must be a string")
+        image = rec.get(fields.image)
+        if isinstance(image, str):
+            image_path = (path.parent / image).resolve() if not Path(image).is_absolute() else Path(image)
+            if not image_path.is_file():
+                fail(f"image {image!r} not found")
+            image = str(image_path)
+        elif image is not None and not (isinstance(image, dict) and image.get("bytes")) and not hasattr(image, "save"):
+            fail(f"field {fields.image!r} must be a path or image bytes")
+        roles = {fields.text, fields.reference, fields.id, fields.image, fields.split, "__split__"}
+        metadata = {k: v for k, v in rec.items() if k not in roles}
+        items.append(
+            {"item_id": item_id, "split": item_split, "text": text, "reference": reference, "image": image,
+             "metadata": json.dumps(metadata, ensure_ascii=False, default=str), "where": (unit, where)}
+        )
+    if not items:
+        raise ImportFailed(path, None, "empty file: no records")
+    return items
+
+
+def _save_images(items: list[dict], ws: Workspace, dataset: str) -> list[Path]:
+    """Write in-file images (bytes or PIL) under images/<dataset>/ and point the rows at them."""
+    written = []
+    for it in items:
+        img = it.pop("image")
+        if img is None or isinstance(img, str):
+            it["image_path"] = img
+            continue
+        target = ws.images_dir / dataset / f"{hashlib.sha1(it['item_id'].encode()).hexdigest()[:16]}.png"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if hasattr(img, "save"):
+            img.save(target)
+        else:
+            target.write_bytes(img["bytes"])
+        written.append(target)
+        it["image_path"] = str(target)
+    return written
+
+
+def import_records(
+    ws: Workspace, items: list[dict], dataset: str, source: str, path_for_errors: Path | str = "<records>"
+) -> ImportResult:
+    """Insert validated item rows in one transaction; existing identical rows are left as they are."""
+    if not dataset or not dataset.strip():
+        raise ImportFailed(path_for_errors, None, "a dataset name is required")
+    cur = ws.cursor()
+    written = _save_images(items, ws, dataset)
+    existing = {
+        r[0]: r[1:]
+        for r in cur.execute(
+            "SELECT item_id, split, text, reference FROM items WHERE dataset = ? AND item_id IN (SELECT unnest(?))",
+            [dataset, [it["item_id"] for it in items]],
+        ).fetchall()
+    }
+    new = []
+    for i, it in enumerate(items, start=1):
+        unit, where = it.get("where", ("record", i))
+        old = existing.get(it["item_id"])
+        if old is None:
+            new.append(it)
+        elif old != (it["split"], it["text"], it["reference"]):
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise ImportFailed(
+                path_for_errors, where,
+                f"id {it['item_id']!r} already exists in dataset {dataset!r} with different content "
+                "(use new ids or another dataset name)", unit,
+            )
+    if new:
+        table = pa.Table.from_pylist(
+            [{**{k: it[k] for k in ("item_id", "split", "text", "reference", "image_path", "metadata")},
+              "dataset": dataset, "source": source} for it in new]
+        )
+        cur.register("incoming_items", table)
+        try:
+            cur.execute("BEGIN")
+            cur.execute(
+                """INSERT INTO items (dataset, item_id, split, text, reference, image_path, metadata, source, imported_at)
+                   SELECT dataset, item_id, split, text, reference, image_path, metadata::JSON, source, ?
+                   FROM incoming_items""",
+                [now()],
+            )
+            cur.execute("COMMIT")
+        except Exception:
+            cur.execute("ROLLBACK")
+            for p in written:
+                p.unlink(missing_ok=True)
+            raise
+        finally:
+            cur.unregister("incoming_items")
+    splits: dict[str, int] = {}
+    for it in items:
+        splits[it["split"]] = splits.get(it["split"], 0) + 1
+    return ImportResult(dataset, source, len(items), len(new), len(items) - len(new), splits)
+
+
+def import_file(
+    ws: Workspace,
+    path: str | Path,
+    dataset: str,
+    split: str | None = None,
+    fields: ImportFields | None = None,
+    fmt: str | None = None,
+) -> ImportResult:
+    """Validate the whole file, then import it atomically. Raises ImportFailed naming file and line."""
+    path = Path(path)
+    fields = fields or ImportFields()
+    items = validate(read_records(path, fmt, split), path, fields, split)
+    return import_records(ws, items, dataset, source=str(path.resolve()), path_for_errors=path)
+
+
+def save_upload(ws: Workspace, name: str, data: bytes) -> Path:
+    """Keep an uploaded file under exports/uploads/ so the import reads a real path (and can be redone)."""
+    target = ws.exports_dir / "uploads" / Path(name).name
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_suffix(target.suffix + ".tmp")
+    tmp.write_bytes(data)
+    shutil.move(tmp, target)
+    return target

@@ -1,0 +1,109 @@
+"""Shared fixtures: real workspaces (real DuckDB files) in temporary folders."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+from core.demo_docs import build_demo_records
+from core.importer import ImportFields, import_records, validate
+from core.store import open_workspace
+
+ROOT = Path(__file__).resolve().parents[1]
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_FLAGS = [
+    "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+]
+
+
+@pytest.fixture
+def ws(tmp_path):
+    """An empty workspace; its database handle is released after the test."""
+    w = open_workspace(tmp_path / "ws")
+    yield w
+    w.close()
+
+
+def fill_demo(w, n_train=12, n_validation=4, n_test=6, seed=0):
+    records = build_demo_records(seed=seed, n_train=n_train, n_validation=n_validation, n_test=n_test)
+    items = validate(((i, r) for i, r in enumerate(records, 1)), Path("<demo>"), ImportFields(), None)
+    return import_records(w, items, "demo", source="demo")
+
+
+@pytest.fixture
+def demo_ws(ws):
+    fill_demo(ws)
+    return ws
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class StreamlitServer:
+    """`streamlit run app.py` as a real subprocess on a free port."""
+
+    def __init__(self, workspace: Path):
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log = workspace.parent / "streamlit.log"
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
+             "--", "--workspace", str(workspace)],
+            cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                if urllib.request.urlopen(f"{self.url}/_stcore/health", timeout=2).read() == b"ok":
+                    return
+            except OSError:
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"streamlit did not start:\n{self.log.read_text()}")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, 15)
+            self.proc.wait(10)
+
+
+@pytest.fixture
+def browser():
+    """A real headless Chromium through Playwright; skipped (with the reason) where it cannot run."""
+    if not Path(CHROMIUM).exists():
+        pytest.skip(f"{CHROMIUM} is not installed (apt-get install chromium); browser tests skipped")
+    try:
+        from playwright.sync_api import sync_playwright
+    except ImportError:
+        pytest.skip("playwright is not installed; browser tests skipped")
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_FLAGS)
+        yield b
+        b.close()
+
+
+@pytest.fixture
+def app_server(tmp_path):
+    """A demo workspace served by a real `streamlit run` (the test process releases the file first)."""
+    w = open_workspace(tmp_path / "ws")
+    fill_demo(w)
+    w.close()
+    server = StreamlitServer(w.root)
+    yield server
+    server.stop()
+
+
+def has_apt_chromium() -> bool:
+    return shutil.which("chromium") is not None

@@ -1,0 +1,94 @@
+import subprocess
+import sys
+
+import pytest
+
+from core.store import (
+    MIGRATIONS, SCHEMA_VERSION, WorkspaceError, WorkspaceLocked, counts, list_models, migrate,
+    next_step, open_workspace, register_model, schema_version,
+)
+
+
+def test_open_creates_layout_and_schema(ws):
+    for sub in ("jobs", "models", "exports", "images"):
+        assert (ws.root / sub).is_dir()
+    assert ws.db_path.is_file()
+    assert schema_version(ws.cursor()) == SCHEMA_VERSION
+    assert set(counts(ws.cursor())) >= {"items", "candidates", "judgments", "pairs", "models", "runs"}
+
+
+def test_reopen_is_idempotent(tmp_path):
+    w = open_workspace(tmp_path / "w")
+    register_model(w.cursor(), name="m", path="/x", family="llama", stage="sft")
+    w.close()
+    w = open_workspace(tmp_path / "w")
+    assert [m["name"] for m in list_models(w.cursor())] == ["m"]
+    w.close()
+
+
+def test_migrates_an_older_workspace(tmp_path):
+    """A workspace written at schema version 1 opens, keeps its rows and gains the newer tables."""
+    import duckdb
+
+    path = tmp_path / "old" / "loopbreak.duckdb"
+    path.parent.mkdir()
+    con = duckdb.connect(str(path))
+    migrate(con, target=1)
+    con.execute(
+        "INSERT INTO items VALUES ('d', 'a', 'train', 'text', NULL, NULL, '{}', 'test', now())"
+    )
+    assert schema_version(con) == 1
+    assert not con.execute("SELECT count(*) FROM information_schema.tables WHERE table_name='pairs'").fetchone()[0]
+    con.close()
+
+    w = open_workspace(tmp_path / "old")
+    cur = w.cursor()
+    assert schema_version(cur) == SCHEMA_VERSION == len(MIGRATIONS)
+    assert counts(cur)["items"] == 1 and counts(cur)["pairs"] == 0
+    w.close()
+
+
+def test_newer_schema_is_refused(tmp_path):
+    w = open_workspace(tmp_path / "w")
+    w.cursor().execute("UPDATE meta SET value = '999' WHERE key = 'schema_version'")
+    w.close()
+    with pytest.raises(WorkspaceError, match="newer"):
+        open_workspace(tmp_path / "w")
+
+
+def test_second_process_gets_a_clear_lock_error(ws):
+    """DuckDB's single writer: another process is told who holds the file, without a traceback."""
+    out = subprocess.run(
+        [sys.executable, "-m", "core", "status", "--workspace", str(ws.root), "--json"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert out.returncode == 1
+    assert "Traceback" not in out.stderr
+    assert "is open in process" in out.stderr and "one writer" in out.stderr
+    import json, os
+
+    assert str(os.getpid()) in json.loads(out.stdout.strip().splitlines()[-1])["error"]
+
+
+def test_lock_error_in_process(ws, tmp_path):
+    code = (
+        "from core.store import open_workspace, WorkspaceLocked\n"
+        f"try:\n    open_workspace({str(ws.root)!r})\nexcept WorkspaceLocked as e:\n    print('LOCKED', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.stdout.startswith("LOCKED")
+
+
+def test_register_model_validates_stage(ws):
+    with pytest.raises(WorkspaceError, match="stage"):
+        register_model(ws.cursor(), name="m", path="/x", stage="final")
+    register_model(ws.cursor(), name="m", path="/x", family="qwen2", stage="dpo2", parent="p")
+    assert list_models(ws.cursor())[0]["stage"] == "dpo2"
+
+
+def test_next_step_follows_the_flow(demo_ws):
+    c = counts(demo_ws.cursor())
+    assert next_step(c)[0] == "Register a model"
+    register_model(demo_ws.cursor(), name="m", path="/x", family="llama", stage="sft")
+    assert next_step(counts(demo_ws.cursor()))[0] == "Sample candidates"
+    assert next_step({**c, "items": 0})[0] == "Import documents"

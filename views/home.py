@@ -1,0 +1,47 @@
+"""Home: where the workspace stands in the flow, and what to do next."""
+
+import streamlit as st
+
+from core.store import counts, list_datasets, list_models, next_step
+from views._ui import workspace
+
+ws = workspace()
+cur = ws.cursor()
+c = counts(cur)
+
+st.title("Loopbreak")
+st.caption(f"Workspace `{ws.root}`")
+
+flow = [
+    ("Items", c["items"], "documents imported"),
+    ("Candidates", c["candidates"], "sampled outputs"),
+    ("Judged", c["judged_candidates"], "candidates with a judgment"),
+    ("Pairs pending", c["pairs_pending"], "mined, not yet reviewed"),
+    ("Pairs approved", c["pairs_approved"], "ready for training"),
+    ("Models", c["models"], "registered, by family and stage"),
+    ("Runs", c["runs"], "sampling, judging, training, evaluation"),
+]
+for col, (label, value, help_) in zip(st.columns(len(flow)), flow):
+    col.metric(label, f"{value:,}", help=help_)
+
+title, how = next_step(c)
+st.info(f"**Next: {title}.** {how}", icon=":material/arrow_forward:")
+
+left, right = st.columns(2)
+with left:
+    st.subheader("Datasets")
+    datasets = list_datasets(cur)
+    if datasets:
+        st.dataframe(datasets, hide_index=True, width="stretch")
+    else:
+        st.caption("No documents yet.")
+with right:
+    st.subheader("Models")
+    models = list_models(cur)
+    if models:
+        st.dataframe(
+            [{k: m[k] for k in ("name", "family", "stage", "parent")} for m in models],
+            hide_index=True, width="stretch",
+        )
+    else:
+        st.caption("No models registered yet.")
