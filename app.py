@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core import jobs
 from core.store import counts
 from views._ui import default_workspace, workspace
 
@@ -10,8 +11,29 @@ st.set_page_config(page_title="Loopbreak", page_icon=":material/all_inclusive:",
 pages = [
     st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("views/data.py", title="Data", icon=":material/description:"),
+    st.Page("views/sample.py", title="Sample", icon=":material/casino:"),
+    st.Page("views/inspect.py", title="Inspect", icon=":material/search:"),
 ]
 nav = st.navigation(pages)
+
+
+@st.cache_resource(show_spinner=False)
+def reconcile(path: str) -> None:
+    """Once per app process and workspace: runs whose worker died while the app was down become failed."""
+    jobs.sync_runs(workspace())
+
+
+@st.fragment(run_every=3)
+def active_jobs():
+    """Keeps ingesting the running jobs' shards whatever page is open, and shows their progress."""
+    running = [r for r in jobs.list_runs(ws, limit=20) if r["status"] in ("queued", "running")]
+    if running:
+        jobs.sync_runs(ws)
+    for run in running:
+        p = run["progress"]
+        st.progress(min(1.0, p.get("done", 0) / p["total"]) if p.get("total") else 0.0,
+                    text=f"{run['kind']} · {p.get('done', 0)}/{p.get('total', '?')}")
+
 
 with st.sidebar:
     st.markdown("### :material/all_inclusive: Loopbreak")
@@ -21,7 +43,9 @@ with st.sidebar:
         help="Folder holding loopbreak.duckdb, jobs/, models/ and exports/. Created if missing.",
     )
     ws = workspace()
+    reconcile(str(ws.root))
     c = counts(ws.cursor())
     st.caption(f"{c['items']:,} items · {c['candidates']:,} candidates · {c['pairs']:,} pairs · {c['models']} models")
+    active_jobs()
 
 nav.run()

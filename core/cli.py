@@ -76,11 +76,156 @@ def cmd_demo(args) -> int:
 
 
 def cmd_demo_build(args) -> int:
-    raise WorkspaceError("`loopbreak demo build` is not available yet.")
+    from core.demo_models import DEFAULT_MODELS_DIR, FAMILIES, DemoBuildConfig, build_demo_models
+
+    families = [f.strip() for f in (args.families or ",".join(FAMILIES)).split(",") if f.strip()]
+    unknown = [f for f in families if f not in FAMILIES]
+    if unknown:
+        raise WorkspaceError(f"Unknown demo families {', '.join(unknown)}: use {', '.join(FAMILIES)}.")
+    out = Path(args.out) if args.out else DEFAULT_MODELS_DIR
+    manifest = build_demo_models(out, DemoBuildConfig(seed=args.seed, families=families), quiet=False)
+    per_family = {}
+    for f in families:
+        e = manifest["families"][f]
+        v = e["validation"]
+        per_family[f] = {
+            "architecture": e["architecture"], "n_params": e["n_params"],
+            "vanilla": e["vanilla"]["path"], "sft": e["sft"]["path"], "sft_steps": e["sft"]["steps"],
+            "quality": v["quality"], "degeneration_rate": v["degeneration_rate"], "degenerate": v["degenerate"],
+            "n": v["n"], "degeneration_ci95": v["degeneration_ci95"], "valid_json": v["valid_json"],
+            "build_seconds": e["build_seconds"],
+        }
+    summary = {"out": str(out.resolve()), "seed": args.seed, "max_new_tokens": manifest["max_new_tokens"],
+               "build_seconds": manifest["build_seconds"], "families": per_family}
+    lines = [f"Demo models in {out.resolve()} ({manifest['build_seconds']:.0f}s; greedy, max_new_tokens={manifest['max_new_tokens']}):"]
+    for f, s in per_family.items():
+        lines.append(
+            f"  {f:<6} SFT validation quality {s['quality']:.3f}  degeneration {s['degenerate']}/{s['n']} "
+            f"({100 * s['degeneration_rate']:.1f}%)"
+        )
+    _emit(args, summary, "\n".join(lines))
+    return 0
 
 
 def cmd_detect(args) -> int:
-    raise WorkspaceError("`loopbreak detect` is not available yet.")
+    from core.detect import detect_jsonl
+
+    stats: dict = {}
+    try:
+        src = sys.stdin if args.file == "-" else open(args.file, encoding="utf-8")
+    except OSError as e:
+        raise WorkspaceError(f"cannot read {args.file}: {e.strerror}") from None
+    with src:
+        errors = detect_jsonl(src, sys.stdout, err=sys.stderr, stats=stats)
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        print(
+            f"{stats['lines']} lines: {stats['degenerate']} degenerate, {stats['loops']} loops, {stats['errors']} errors",
+            file=sys.stderr,
+        )
+    return 1 if errors else 0
+
+
+def _follow(ws, run_id: str, quiet: bool):
+    """Wait for a job with a tqdm bar on stderr, ingesting as it goes; Ctrl-C cancels the job."""
+    from tqdm import tqdm
+
+    from core import jobs
+
+    bar = tqdm(total=None, unit="item", file=sys.stderr, disable=quiet, desc=run_id)
+
+    def show(p: dict) -> None:
+        bar.total = p.get("total")
+        bar.n = p.get("done", 0)
+        bar.set_postfix_str(p.get("message", ""), refresh=False)
+        bar.refresh()
+
+    try:
+        state = jobs.wait(ws, run_id, show)
+    except KeyboardInterrupt:
+        jobs.cancel(ws, run_id)
+        state = jobs.wait(ws, run_id)
+    bar.close()
+    return state
+
+
+def _job_result(args, ws, run_id: str, summary: dict, human: str) -> int:
+    from core import jobs
+
+    (state,) = jobs.sync_runs(ws, [run_id])
+    status = "failed" if state.status == "died" else state.status
+    summary = {"run_id": run_id, "status": status, "error": state.error, **summary}
+    if status != "done":
+        print(f"error: run {run_id} {status}: {state.error} (log: {ws.jobs_dir / run_id / 'log.txt'})", file=sys.stderr)
+    _emit(args, summary, human if status == "done" else f"Run {run_id} {status}.")
+    return 0 if status == "done" else 1
+
+
+def cmd_sample(args) -> int:
+    from core.sampling import DecodingConfig, SampleConfig, run_summary, start_sampling
+
+    ws = open_workspace(args.workspace)
+    cfg = SampleConfig(
+        model=args.model, dataset=args.dataset, split=args.split, limit=args.limit, backend=args.backend,
+        base_url=args.base_url, server_model=args.server_model, items_per_shard=args.items_per_shard,
+        concurrency=args.concurrency, timeout_s=args.timeout, device=args.device,
+        decoding=DecodingConfig(
+            n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
+            max_new_tokens=args.max_new_tokens, seed=args.seed, with_greedy=args.with_greedy,
+            early_stop=args.early_stop,
+        ),
+    )
+    run_id = start_sampling(ws, cfg)
+    _follow(ws, run_id, args.json)
+    s = run_summary(ws, run_id)
+    return _job_result(
+        args, ws, run_id, s,
+        f"Run {run_id}: {s['candidates']} candidates for {s['items']} items, {s['degenerate']} degenerate "
+        f"({s['degeneration_rate']:.1%}), {len(s['skipped'])} items skipped.",
+    )
+
+
+def cmd_resume(args) -> int:
+    from core import jobs
+    from core.sampling import run_summary
+
+    ws = open_workspace(args.workspace)
+    jobs.launch(ws, args.run)
+    _follow(ws, args.run, args.json)
+    s = run_summary(ws, args.run)
+    return _job_result(args, ws, args.run, s, f"Run {args.run} resumed and finished: {s['candidates']} candidates.")
+
+
+def cmd_cancel(args) -> int:
+    """Needs no database: the job's folder holds its pid, so this works while the app runs."""
+    from core import jobs
+    from core.store import Workspace, resolve_workspace
+
+    ok = jobs.cancel(Workspace(resolve_workspace(args.workspace)), args.run)
+    _emit(args, {"run_id": args.run, "cancelled": ok}, f"Sent SIGTERM to run {args.run}." if ok else f"Run {args.run} is not running.")
+    return 0 if ok else 1
+
+
+def cmd_job_run(args) -> int:
+    """The worker's entry point; also runs a spec headless on any machine or scheduler."""
+    from core.jobs import run_job
+
+    status = run_job(args.job_dir)
+    _emit(args, {"job_dir": args.job_dir, "status": status}, f"job {status}")
+    return 0 if status == "done" else 1
+
+
+def cmd_serve(args) -> int:
+    from core.serve import CompletionsServer
+
+    server = CompletionsServer(args.model, args.host, args.port, args.name)
+    print(f"Serving {args.model} on http://{args.host}:{server.server_port}/v1/completions (Ctrl-C stops)", file=sys.stderr)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -126,6 +271,45 @@ def build_parser() -> argparse.ArgumentParser:
     bp.add_argument("--out", help="output folder for the models")
     bp.add_argument("--seed", type=int, default=0, help="seed of the whole build")
     bp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+
+    sp = command("sample", cmd_sample, "sample N candidates per item from a model, as a background job")
+    sp.add_argument("--model", "-m", required=True, help="registered model name, local path, or hub id")
+    sp.add_argument("--dataset", "-d", required=True, help="dataset to sample")
+    sp.add_argument("--split", help="split to sample (default: all)")
+    sp.add_argument("--n", type=int, default=4, help="sampled candidates per item (default 4)")
+    sp.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
+    sp.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
+    sp.add_argument("--top-k", type=int, default=0, help="top-k sampling, 0 = off")
+    sp.add_argument("--max-new-tokens", type=int, default=512, help="token limit per candidate (default 512)")
+    sp.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    sp.add_argument("--with-greedy", action=argparse.BooleanOptionalAction, default=True,
+                    help="add the greedy decode as one more candidate (default on: loops often appear only there)")
+    sp.add_argument("--early-stop", action="store_true", help="stop a candidate once its tail is a confirmed loop")
+    sp.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers", help="sampler backend")
+    sp.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
+    sp.add_argument("--server-model", help="model name the server expects (default: --model)")
+    sp.add_argument("--concurrency", type=int, default=8, help="requests in flight (openai backend)")
+    sp.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds (openai backend)")
+    sp.add_argument("--limit", type=int, help="sample only the first N items (try a setup before the full run)")
+    sp.add_argument("--items-per-shard", type=int, default=8, help="items per output shard (the unit of resume)")
+    sp.add_argument("--device", default="auto", help="transformers device: auto, cpu, cuda")
+
+    sp = command("resume", cmd_resume, "resume a run that was cancelled or died, without redoing finished items")
+    sp.add_argument("run", help="run id")
+    sp = command("cancel", cmd_cancel, "cancel a running job (SIGTERM to its process group)")
+    sp.add_argument("run", help="run id")
+    sp = sub.add_parser("job", help="run a job spec folder in this process (what background workers do)")
+    job_sub = sp.add_subparsers(dest="job_command", required=True, metavar="run")
+    jp = job_sub.add_parser("run", help="run the job in DIR (its spec.json) here, headless")
+    jp.add_argument("job_dir", help="the job's folder")
+    jp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    jp.set_defaults(func=cmd_job_run)
+
+    sp = command("serve", cmd_serve, "serve a local model as an OpenAI-compatible /v1/completions endpoint", workspace=False)
+    sp.add_argument("--model", "-m", required=True, help="local model folder")
+    sp.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    sp.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    sp.add_argument("--name", help="model name reported to clients (default: the path)")
 
     sp = command("detect", cmd_detect, "detect repetition loops in JSONL lines {id?, text, finish_reason?}", workspace=False)
     sp.add_argument("file", nargs="?", default="-", help="JSONL file, or - for stdin")

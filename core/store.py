@@ -73,6 +73,12 @@ MIGRATIONS: list[list[str]] = [
             run_id VARCHAR NOT NULL, step INTEGER NOT NULL, name VARCHAR NOT NULL, value DOUBLE,
             PRIMARY KEY (run_id, step, name))""",
     ],
+    # 3: which job shards the writer has ingested (jobs never open the database)
+    [
+        """CREATE TABLE shards (
+            path VARCHAR NOT NULL, run_id VARCHAR NOT NULL, rows BIGINT, ingested_at TIMESTAMP,
+            PRIMARY KEY (run_id, path))""",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
@@ -263,6 +269,26 @@ def register_model(
         [name, str(path), family, stage, parent, json.dumps(config or {}), now()],
     )
     return name
+
+
+def resolve_model(cur: duckdb.DuckDBPyConnection, model: str, need_local: bool = True) -> dict:
+    """A registered name, else a local path, else (when allowed) a hub id: name, path, family, stage."""
+    if not model or not model.strip():
+        raise WorkspaceError("choose a model: a registered name, a local path, or a hub id")
+    row = cur.execute("SELECT name, path, family, stage FROM models WHERE name = ?", [model]).fetchone()
+    if row:
+        info = dict(zip(("name", "path", "family", "stage"), row))
+        if need_local and not Path(info["path"]).exists() and Path(info["path"]).is_absolute():
+            raise WorkspaceError(f"model {model!r} is registered at {info['path']}, which does not exist")
+        return info
+    path = Path(model).expanduser()
+    if path.exists():
+        if need_local and not (path / "config.json").exists():
+            raise WorkspaceError(f"{path} is not a model folder (no config.json)")
+        return {"name": model, "path": str(path.resolve()), "family": None, "stage": None}
+    if model.startswith(("/", ".", "~")):
+        raise WorkspaceError(f"model path {model!r} does not exist")
+    return {"name": model, "path": model, "family": None, "stage": None}  # a hub id
 
 
 def list_models(cur: duckdb.DuckDBPyConnection) -> list[dict]:

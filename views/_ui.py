@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import streamlit as st
@@ -31,3 +32,22 @@ def workspace() -> Workspace:
     except WorkspaceError as e:
         st.error(str(e), icon=":material/lock:")
         st.stop()
+
+
+def helps(config_cls) -> dict[str, str]:
+    """The one-line help of each field of a config dataclass, for the widgets that edit it."""
+    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config_cls)}
+
+
+def run_progress(run: dict) -> None:
+    """A run's progress bar with items/s and ETA, read from its job folder."""
+    p = run.get("progress") or {}
+    done, total = p.get("done", 0), p.get("total") or 0
+    text = f"{done:,}/{total:,} {p.get('unit', 'items')}"
+    if run["status"] == "running" and p.get("rate"):
+        text += f" · {p['rate']:.2f}/s"
+        if p.get("eta_s") is not None:
+            text += f" · ETA {int(p['eta_s']) // 60}m{int(p['eta_s']) % 60:02d}s"
+    if p.get("message"):
+        text += f" · {p['message']}"
+    st.progress(min(1.0, done / total) if total else 0.0, text=text)

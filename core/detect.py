@@ -1,0 +1,571 @@
+"""Degeneration detector: find the repetition loops in a candidate and decide if it degenerated.
+
+A candidate is **degenerate** when it stopped for length (finish_reason ``length``, or
+``repetition`` when loop-aware stopping cut it) and its tail is a **loop**: a unit of period p
+repeated at least k times over at least c characters, up to the end. A loop inside an output that
+still ended normally is reported as a loop, not as degeneration. With finish_reason unknown
+(``None``) the candidate counts as degenerate only if its tail loop runs to the very last character
+(a text that ran to the limit is cut mid-unit, so its periodicity reaches the end; one that ended
+by itself and merely closes on a repeated line usually does too, which is why a known finish reason
+is better).
+
+Why not what the serving stacks do:
+
+- vLLM ``repetition_detection`` (``min_pattern_size``, ``max_pattern_size``, ``min_count``) stops a
+  request when its last tokens are one exact n-gram repeated ``min_count`` times. It over-fires on
+  legitimate exact runs (``-----``/``=====`` rules, indentation, ``0, 0, 0`` columns, blank table
+  rows) because it has no minimum span in characters, and it never sees the loops fine-tuned
+  models actually produce: the same row with only its numbers changing is not an exact repeat.
+- llama.cpp detects nothing; it penalises (``repeat_penalty`` over ``repeat_last_n`` = 64 tokens,
+  presence/frequency penalties, DRY with ``dry_allowed_length`` and sequence breakers). Every
+  recent token counts as repetition, so it punishes JSON keys, table pipes and field names that
+  structured output must repeat, and it cannot tell you where a loop was.
+- Whisper retries a segment whose gzip compression ratio exceeds 2.4. That is a whole-text
+  statistic: a JSON array of similar objects or a table compresses past 2.4 with no loop at all,
+  short texts are noisy, and it cannot locate the loop or tell an ended loop from a degenerate tail.
+  We report the ratio as a metric only.
+
+How loops are found (linear time). The text is scanned as UTF-8 bytes: the raw bytes when it has
+no digits, else the bytes with every digit run collapsed to one ``0`` (which hold both exact loops
+and templated ones: ``| Parafuso sextavado | 3 | 12,50 |`` then ``| ... | 4 | ... |``; an
+exact-repeat check misses all of them, masking digit runs finds them). In each domain, checkpoints
+every ``s`` bytes take the ``a``-byte anchor there and look for its nearest earlier occurrence at
+distance d in a window (``bytes.rfind``, C speed); a hit is verified by galloping slice compares
+that extend the stretch where ``s[i] == s[i + d]`` both ways. Periods are split into doubling tiers
+(1–64, 65–128, …, ``max_period``); a tier's spacing is the largest that still puts one checkpoint
+inside any loop long enough to qualify (k·p bytes, c chars), so each tier costs O(n) and the
+tiers together a small constant times n — no O(n²) scan over periods. Found stretches are skipped,
+and every byte is extended over at most a few times. A templated stretch must carry real words
+(letters outside ``"key":``/``Label:``) so a bare list of CPFs or codes cut at the limit is not a
+loop; one whose only number counts up by a fixed step with at most one word (``item 1, item 2``)
+is a **counting** loop, reported with its own flag and not degenerate by default.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+import zlib
+from bisect import bisect_right
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Iterable, TextIO
+
+LIMIT_REASONS = ("length", "repetition")
+
+_ANCHOR = 8  # bytes compared at each checkpoint; long enough to make chance hits rare
+_TRIES = 2  # earlier occurrences of one anchor tried before moving on
+_DIGIT_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_ZERO_RUNS = re.compile(rb"0{2,}")
+_LABEL = re.compile(r'"[^"\n]{0,60}"\s*:|[^\W\d_]+\s*:')
+_WORD = re.compile(r"[^\W\d_]+")
+_NUMBER = re.compile(r"\d+")
+_TOKEN = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\U00020000-\U0002ffff]|\w+|[^\w\s]")
+
+
+@dataclass
+class DetectConfig:
+    """Thresholds of the detector; every field has a default and a one-line help."""
+
+    min_repeats: int = field(default=3, metadata={"help": "k: times an exact unit must repeat to be a loop (vLLM's min_count)."})
+    min_chars: int = field(default=100, metadata={"help": "c: characters a loop must cover; keeps short texts and short runs out."})
+    min_chars_punct: int = field(default=200, metadata={"help": "characters a loop of a unit with no letter or digit (spaces, -----, ....) must cover; keeps separators out."})
+    max_period: int = field(default=1000, metadata={"help": "longest unit, in characters, searched for (a whole JSON object or table row)."})
+    mask_digits: bool = field(default=True, metadata={"help": "also find templated loops: units identical once every digit run is masked."})
+    templated_min_repeats: int = field(default=4, metadata={"help": "times a templated unit must repeat; more than k because legit tables repeat a description a few times."})
+    templated_min_letters: int = field(default=4, metadata={"help": "letters outside keys/labels a templated unit needs, so bare number lists (CPFs, codes) are not loops."})
+    counting_is_degenerate: bool = field(default=False, metadata={"help": "count a counting loop (item 1, item 2, ...) at the limit as degeneration."})
+    tail_slack: int = field(default=8, metadata={"help": "a loop ending this many characters before the end of a length-stopped text is still its tail (a stray last token)."})
+    tail_window: int = field(default=8192, metadata={"help": "characters from the end that tail_loop() scans, so loop-aware stopping costs O(window) per call."})
+    metrics: bool = field(default=True, metadata={"help": "compute seq-rep-n, distinct-n and compression ratio (off on the mining hot path)."})
+
+
+@dataclass
+class Loop:
+    """One loop: ``text[start:end]`` is ``unit`` repeated ``repeats`` times (the last may be cut)."""
+
+    start: int
+    end: int
+    period: int
+    repeats: float
+    unit: str
+    templated: bool = False
+    counting: bool = False
+    at_tail: bool = False
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class DetectResult:
+    """What ``analyze`` found: the verdict, the loops and the standard repetition metrics."""
+
+    degenerate: bool
+    has_loop: bool
+    loops: list[Loop]
+    finish_reason: str | None
+    metrics: dict
+
+    def to_dict(self) -> dict:
+        return {
+            "degenerate": self.degenerate,
+            "has_loop": self.has_loop,
+            "finish_reason": self.finish_reason,
+            "loops": [loop.to_dict() for loop in self.loops],
+            "metrics": self.metrics,
+        }
+
+
+# ---------------------------------------------------------------- periodic stretches in bytes
+
+
+def _back(s: bytes, d: int, x: int) -> int:
+    """Smallest lo with s[i] == s[i + d] for all i in [lo, x): gallop backwards, then bisect."""
+    step = 16
+    while x > 0:
+        b = min(step, x)
+        if s[x - b:x] == s[x - b + d:x + d]:
+            x -= b
+            step <<= 1
+            continue
+        lo, hi = x - b, x
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            if s[mid:x] == s[mid + d:x + d]:
+                hi = mid
+            else:
+                lo = mid
+        return hi
+    return 0
+
+
+def _fwd(s: bytes, d: int, x: int) -> int:
+    """Largest e with s[i] == s[i + d] for all i in [x, e): gallop forwards, then bisect."""
+    ceil = len(s) - d
+    step = 16
+    while x < ceil:
+        b = min(step, ceil - x)
+        if s[x:x + b] == s[x + d:x + d + b]:
+            x += b
+            step <<= 1
+            continue
+        lo, hi = x, x + b
+        while hi - lo > 1:
+            mid = (lo + hi) >> 1
+            if s[x:mid] == s[x + d:mid + d]:
+                lo = mid
+            else:
+                hi = mid
+        return lo
+    return max(x, ceil)
+
+
+@lru_cache(maxsize=256)
+def _spacing(p_lo: int, p_hi: int, k: int, min_len: int, a: int) -> int:
+    """Largest checkpoint spacing that still lands a checkpoint j with [j - p, j + a) inside any
+    qualifying stretch of period p in (p_lo, p_hi]: its length max(min_len, k·p) minus p + a."""
+    ps = {p_lo + 1, p_hi, min(max(min_len // k, p_lo + 1), p_hi)}
+    return max(1, min(max(min_len, k * p) - p - a + 1 for p in ps))
+
+
+def _stretch(s: bytes, i: int, j: int, a: int, k: int, min_len: int) -> tuple[int, int, int] | None:
+    """The periodic stretch through an a-byte anchor at i repeated at j, if it can qualify.
+
+    A qualifying stretch holds [i, j + a) and is need = max(min_len, k·d) long, so it extends at
+    least (need - d - a) // 2 bytes on one side: two slice compares reject most chance hits
+    (JSON keys, table pipes) before any galloping.
+    """
+    d = j - i
+    need = max(min_len, k * d)
+    h = (need - d - a) // 2
+    if h > 0 and not ((i >= h and s[i - h:i] == s[j - h:j]) or s[i + a:i + a + h] == s[j + a:j + a + h]):
+        return None
+    lo = _back(s, d, i)
+    hi = _fwd(s, d, i + a) + d
+    return (lo, hi, d) if hi - lo >= need else None
+
+
+def _scan(s: bytes, max_p: int, k: int, min_len: int) -> list[tuple[int, int, int]]:
+    """Every periodic stretch (lo, hi, d) of s with d <= max_p, hi - lo >= max(min_len, k·d).
+
+    Periods go in doubling tiers; tiers of long periods use long anchors (a stretch of period
+    > 64 is >= 3·64 bytes long), which keeps chance hits on a text's structure rare.
+    """
+    n = len(s)
+    found: list[tuple[int, int, int]] = []
+    if n < max(min_len, 2 * _ANCHOR):
+        return found
+    rfind = s.rfind
+    p_lo = 0
+    while p_lo < max_p:
+        p_hi = min(max_p, 64 if p_lo == 0 else 2 * p_lo)
+        a = _ANCHOR if p_lo == 0 else min(64, p_lo // 2)
+        step = _spacing(p_lo, p_hi, k, min_len, a)
+        last = n - a
+        # stretches already found (by smaller periods) are skipped: (start, resume) pairs
+        skips = sorted((lo + p_lo, hi - a + 1) for lo, hi, _ in found)
+        skips.append((n, n))
+        si, skip_from, skip_to = 0, skips[0][0], skips[0][1]
+        tier: list[tuple[int, int, int]] = []
+        j = p_lo + 1
+        while j <= last:
+            if j >= skip_from:
+                if j < skip_to:
+                    j = skip_to
+                si += 1
+                skip_from, skip_to = skips[si]
+                continue
+            key = s[j:j + a]
+            start = j - p_hi if j > p_hi else 0
+            i = rfind(key, start, j - p_lo - 1 + a)
+            tries = _TRIES
+            while i >= 0:
+                st = _stretch(s, i, j, a, k, min_len)
+                if st:
+                    tier.append(st)
+                    j = max(j, st[1] - a + 1) - step  # resume after the stretch
+                    break
+                tries -= 1
+                if not tries:
+                    break
+                i = rfind(key, start, i + a - 1)
+            j += step
+        found += tier
+        p_lo = p_hi
+    return found
+
+
+def _tail(s: bytes, max_p: int, k: int, min_len: int) -> tuple[int, int, int] | None:
+    """The periodic stretch that ends s, with the smallest period that qualifies, or None."""
+    n = len(s)
+    if n < max(min_len, 2 * _ANCHOR):
+        return None
+    key = s[n - _ANCHOR:]
+    start = max(0, n - _ANCHOR - max_p)
+    i = s.rfind(key, start, n - 1)
+    tries = 4 * _TRIES
+    while i >= 0 and tries:
+        d = n - _ANCHOR - i
+        lo = _back(s, d, i)
+        if n - lo >= min_len and n - lo >= k * d:
+            return lo, n, d
+        tries -= 1
+        i = s.rfind(key, start, i + _ANCHOR - 1)
+    return None
+
+
+# ---------------------------------------------------------------- from byte stretches to loops
+
+
+class _Text:
+    """A text with its UTF-8 bytes, digit-masked bytes, and offset maps built only when needed."""
+
+    def __init__(self, text: str):
+        self.text = text
+        self.raw = text.encode("utf-8", "surrogatepass")
+        self.ascii = len(self.raw) == len(text)
+        masked = self.raw.translate(_DIGIT_TO_ZERO)
+        self.has_digits = b"0" in masked
+        self.masked = masked
+        self._collapsed: bytes | None = None
+        self._runs: tuple[list[int], list[int]] | None = None
+
+    @property
+    def collapsed(self) -> bytes:
+        """Masked bytes with every run of digits reduced to one ``0``."""
+        if self._collapsed is None:
+            m = self.masked
+            body = b"0".join(filter(None, m.split(b"0")))
+            self._collapsed = (b"0" if m[:1] == b"0" else b"") + body + (b"0" if m[-1:] == b"0" and body else b"")
+        return self._collapsed
+
+    def from_collapsed(self, x: int) -> int:
+        """Byte offset in the raw text of collapsed offset x (start of a collapsed digit run maps
+        to the start of the run; offsets after it skip the run's extra digits)."""
+        if self._runs is None:
+            starts, removed, total = [], [], 0
+            for mt in _ZERO_RUNS.finditer(self.masked):
+                starts.append(mt.start() - total)
+                total += mt.end() - mt.start() - 1
+                removed.append(total)
+            self._runs = (starts, removed)
+        starts, removed = self._runs
+        r = bisect_right(starts, x - 1)  # runs whose collapsed digit lies before x
+        return x + (removed[r - 1] if r else 0)
+
+    def char(self, x: int, forward: bool) -> int:
+        """Character offset of byte offset x, moved onto a character boundary."""
+        raw = self.raw
+        if self.ascii:
+            return x
+        step = 1 if forward else -1
+        while 0 < x < len(raw) and raw[x] & 0xC0 == 0x80:
+            x += step
+        return len(raw[:x].decode("utf-8", "surrogatepass"))
+
+
+def _value_letters(unit: str) -> int:
+    """Letters of a unit outside ``"key":`` and ``Label:``: what makes a row carry real words."""
+    return sum(len(w) for w in _WORD.findall(_LABEL.sub("", unit)))
+
+
+def _is_counting(span: str, unit: str, repeats: float) -> bool:
+    """One number per unit, moving by one fixed non-zero step, and at most one word."""
+    if len(_WORD.findall(unit)) > 1:
+        return False
+    numbers = [int(x) for x in _NUMBER.findall(span)]
+    whole = int(repeats)
+    if whole < 3 or not (whole <= len(numbers) <= whole + 1):
+        return False
+    numbers = numbers[:whole]
+    step = numbers[1] - numbers[0]
+    return step != 0 and all(b - a == step for a, b in zip(numbers, numbers[1:]))
+
+
+def _from_collapsed(t: _Text, lo: int, hi: int, d: int, cfg: DetectConfig) -> Loop | None:
+    """A stretch of the collapsed domain as a Loop in text coordinates: exact when the raw bytes
+    repeat too (then re-extended in the raw bytes), templated when only the masked ones do."""
+    raw_lo, raw_first = t.from_collapsed(lo), t.from_collapsed(lo + d)
+    raw_hi = len(t.raw) if hi >= len(t.collapsed) else t.from_collapsed(hi)
+    rd = raw_first - raw_lo
+    if rd <= 0:
+        return None
+    if t.raw[raw_lo:raw_hi - rd] == t.raw[raw_first:raw_hi]:
+        return _exact(t, _back(t.raw, rd, raw_lo), _fwd(t.raw, rd, raw_lo) + rd, rd, cfg)
+    text = t.text
+    start, first, end = t.char(raw_lo, True), t.char(raw_first, True), t.char(raw_hi, False)
+    while start < first and unicodedata.combining(text[start]):
+        start += 1
+    repeats = (hi - lo) / d
+    if first <= start or hi - lo < cfg.min_chars or repeats < cfg.templated_min_repeats:
+        return None
+    unit = text[start:first]
+    counting = _is_counting(text[start:end], unit, repeats)
+    if not counting and _value_letters(unit) < cfg.templated_min_letters:
+        return None
+    return Loop(start, end, first - start, round(repeats, 2), unit, True, counting, end >= len(text) - cfg.tail_slack)
+
+
+def _exact(t: _Text, lo: int, hi: int, d: int, cfg: DetectConfig) -> Loop | None:
+    """A stretch of the raw domain as an exact Loop, if it qualifies in characters."""
+    text = t.text
+    raw = t.raw
+    while lo < hi and raw[lo] & 0xC0 == 0x80:
+        lo += 1  # onto a character boundary: a unit of d bytes is then whole characters
+    start, end = t.char(lo, True), t.char(hi, False)
+    period = len(raw[lo:lo + d].decode("utf-8", "replace"))
+    while start < end and unicodedata.combining(text[start]):
+        start += 1
+    if period <= 0 or end - start < period:
+        return None
+    unit = text[start:start + period]
+    floor = cfg.min_chars if any(ch.isalnum() for ch in unit) else cfg.min_chars_punct
+    repeats = (end - start) / period
+    if end - start < floor or repeats < cfg.min_repeats:
+        return None
+    return Loop(start, end, period, round(repeats, 2), unit, False, False, end >= len(text) - cfg.tail_slack)
+
+
+def _max_bytes(t: _Text, cfg: DetectConfig) -> int:
+    """max_period in bytes for this text (its mean bytes per character, rounded up)."""
+    per_char = -(-len(t.raw) // max(1, len(t.text)))
+    return cfg.max_period * per_char
+
+
+def _merge(loops: list[Loop]) -> list[Loop]:
+    """Sort loops and keep the longer of any two that overlap by more than half of the shorter."""
+    kept: list[Loop] = []
+    for loop in sorted(loops, key=lambda x: (x.start, -(x.end - x.start))):
+        if kept:
+            prev = kept[-1]
+            overlap = min(prev.end, loop.end) - max(prev.start, loop.start)
+            if overlap > 0.5 * min(prev.end - prev.start, loop.end - loop.start):
+                if loop.end - loop.start > prev.end - prev.start:
+                    kept[-1] = loop
+                continue
+        kept.append(loop)
+    return kept
+
+
+def find_loops(text: str, config: DetectConfig | None = None) -> list[Loop]:
+    """All loops of a text, exact and templated, in order of position.
+
+    A text with digits is scanned once, in the collapsed domain, which holds both kinds; raw
+    bytes are scanned too only where collapsing hides a loop: a run of >= c digits anywhere,
+    and the tail (a digit-heavy exact loop, ``123.456.789-00`` again and again, shrinks below c
+    once collapsed; mid-text such a loop is reported only if it still covers c collapsed bytes).
+    """
+    cfg = config or DetectConfig()
+    t = _Text(text)
+    max_p = _max_bytes(t, cfg)
+    min_len = min(cfg.min_chars, cfg.min_chars_punct)
+    k = min(cfg.min_repeats, cfg.templated_min_repeats)
+    if not (cfg.mask_digits and t.has_digits):
+        return _merge([lp for st in _scan(t.raw, max_p, cfg.min_repeats, min_len) if (lp := _exact(t, *st, cfg))])
+    loops = [_from_collapsed(t, *st, cfg) for st in _scan(t.collapsed, max_p, k, min_len)]
+    if b"0" * min_len in t.masked:
+        loops += [_exact(t, *st, cfg) for st in _scan(t.raw, max_p, cfg.min_repeats, min_len)]
+    else:
+        st = _tail(t.raw, max_p, cfg.min_repeats, min_len)
+        loops.append(_exact(t, *st, cfg) if st else None)
+    return _merge([lp for lp in loops if lp])
+
+
+def _tail_loop_in(t: _Text, cfg: DetectConfig) -> Loop | None:
+    """The qualifying loop that ends the text (exact first, then templated), or None."""
+    max_p = _max_bytes(t, cfg)
+    min_len = min(cfg.min_chars, cfg.min_chars_punct)
+    st = _tail(t.raw, max_p, cfg.min_repeats, min_len)
+    loop = _exact(t, *st, cfg) if st else None
+    if loop is None and cfg.mask_digits and t.has_digits:
+        st = _tail(t.collapsed, max_p, cfg.templated_min_repeats, min_len)
+        loop = _from_collapsed(t, *st, cfg) if st else None
+    return loop
+
+
+def tail_loop(text: str, config: DetectConfig | None = None) -> Loop | None:
+    """A loop that would make ``text`` degenerate if generation stopped now, or None.
+
+    Meant for loop-aware early stopping (called on a growing text at every step): only the last
+    ``tail_window`` characters are scanned, so a call costs O(window), whatever the text's length;
+    a loop longer than the window is reported from the window's start. Counting loops are not
+    returned unless ``counting_is_degenerate``.
+    """
+    cfg = config or DetectConfig()
+    offset = max(0, len(text) - cfg.tail_window)
+    loop = _tail_loop_in(_Text(text[offset:]), cfg)
+    if loop is None or (loop.counting and not cfg.counting_is_degenerate):
+        return None
+    loop.start += offset
+    loop.end += offset
+    return loop
+
+
+# ---------------------------------------------------------------- metrics and verdict
+
+
+def _ngram_metrics(tokens: list, into: dict) -> None:
+    """seq-rep-n = 1 - unique/total n-grams of one sequence (Welleck et al.); distinct-n = unique/total."""
+    for n in range(1, 5):
+        total = len(tokens) - n + 1
+        distinct = len(set(zip(*(tokens[i:] for i in range(n))))) / total if total > 0 else 1.0
+        into[f"seq_rep_{n}"] = round(1.0 - distinct, 4)
+        into[f"distinct_{n}"] = round(distinct, 4)
+
+
+def compression_ratio(text: str) -> float:
+    """Whisper's statistic: UTF-8 bytes over zlib-compressed bytes (level 6)."""
+    raw = text.encode("utf-8", "surrogatepass")
+    return round(len(raw) / len(zlib.compress(raw, 6)), 4) if raw else 0.0
+
+
+def _is_degenerate(loops: list[Loop], n: int, finish_reason: str | None, cfg: DetectConfig) -> bool:
+    """The verdict: a qualifying tail loop, and a finish reason that says it ran to the limit."""
+    if finish_reason is not None and finish_reason not in LIMIT_REASONS:
+        return False
+    for loop in loops:
+        if not loop.at_tail or (loop.counting and not cfg.counting_is_degenerate):
+            continue
+        if finish_reason is not None or loop.end == n:
+            return True
+    return False
+
+
+def analyze(
+    text: str,
+    finish_reason: str | None = None,
+    token_ids: list[int] | None = None,
+    config: DetectConfig | None = None,
+) -> DetectResult:
+    """Loops, degeneration verdict and metrics of one candidate.
+
+    ``finish_reason`` None means unknown: loops are reported, and the candidate is degenerate only
+    if a tail loop runs to the very last character. ``token_ids``, when given, are the units of
+    seq-rep-n and distinct-n; otherwise words, CJK characters and punctuation marks are.
+    """
+    cfg = config or DetectConfig()
+    loops = find_loops(text, cfg)
+    tail = next((lp for lp in reversed(loops) if lp.at_tail), None)
+    metrics: dict = {"tail_loop_coverage": round((tail.end - tail.start) / len(text), 4) if tail else 0.0}
+    if cfg.metrics:
+        _ngram_metrics(list(token_ids) if token_ids is not None else _TOKEN.findall(text), metrics)
+        metrics["compression_ratio"] = compression_ratio(text)
+    return DetectResult(
+        degenerate=_is_degenerate(loops, len(text), finish_reason, cfg),
+        has_loop=bool(loops),
+        loops=loops,
+        finish_reason=finish_reason,
+        metrics=metrics,
+    )
+
+
+def is_degenerate(text: str, finish_reason: str | None, config: DetectConfig | None = None) -> bool:
+    """The verdict only; a candidate that stopped by itself is never degenerate, so it costs nothing."""
+    cfg = config or DetectConfig()
+    if finish_reason is not None and finish_reason not in LIMIT_REASONS:
+        return False
+    loop = _tail_loop_in(_Text(text), cfg)
+    return loop is not None and _is_degenerate([loop], len(text), finish_reason, cfg)
+
+
+# ---------------------------------------------------------------- JSONL in, JSONL out
+
+
+def _parse_line(line: str) -> tuple[str, str | None, list[int] | None, object]:
+    """(text, finish_reason, token_ids, id) of one JSONL line; ValueError says what is wrong."""
+    try:
+        row = json.loads(line)
+    except json.JSONDecodeError as e:
+        raise ValueError(f"not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(row, dict):
+        raise ValueError("expected a JSON object")
+    text = row.get("text")
+    if not isinstance(text, str):
+        raise ValueError('"text" must be a string')
+    finish = row.get("finish_reason")
+    if finish is not None and not isinstance(finish, str):
+        raise ValueError('"finish_reason" must be a string or null')
+    token_ids = row.get("token_ids")
+    if token_ids is not None and not (isinstance(token_ids, list) and all(isinstance(x, int) for x in token_ids)):
+        raise ValueError('"token_ids" must be a list of integers')
+    return text, finish, token_ids, row.get("id")
+
+
+def detect_jsonl(
+    lines: Iterable[str],
+    out: TextIO,
+    *,
+    err: TextIO | None = None,
+    stats: dict | None = None,
+    config: DetectConfig | None = None,
+) -> int:
+    """Analyze JSONL lines ``{"id"?, "text", "finish_reason"?, "token_ids"?}`` and write one JSON
+    line per input line, in order. A malformed line gets ``{"line", "error"}`` (also on ``err``)
+    and the rest are still processed. Returns the number of malformed lines; ``stats``, when given,
+    receives the counts of lines, degenerate candidates, loops and errors.
+    """
+    counts = {"lines": 0, "degenerate": 0, "loops": 0, "errors": 0}
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        counts["lines"] += 1
+        try:
+            text, finish, token_ids, row_id = _parse_line(line)
+        except ValueError as e:
+            counts["errors"] += 1
+            message = f"line {number}: {e}"
+            out.write(json.dumps({"line": number, "error": message}, ensure_ascii=False) + "\n")
+            if err is not None:
+                print(f"error: {message}", file=err)
+            continue
+        result = analyze(text, finish, token_ids, config)
+        counts["degenerate"] += result.degenerate
+        counts["loops"] += len(result.loops)
+        record = {"line": number, **({"id": row_id} if row_id is not None else {}), **result.to_dict()}
+        out.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if stats is not None:
+        stats.update(counts)
+    return counts["errors"]
+

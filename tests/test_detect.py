@@ -1,0 +1,196 @@
+"""The degeneration detector: golden set, properties (hypothesis), the CLI contract, linearity."""
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+from core.detect import DetectConfig, Loop, analyze, detect_jsonl, is_degenerate, tail_loop
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN_PATH = ROOT / "tests" / "data" / "detect_golden.jsonl"
+GOLDEN = [json.loads(line) for line in GOLDEN_PATH.read_text(encoding="utf-8").splitlines()]
+CLASSES = {
+    "single_char", "whitespace_punct", "long_unit", "templated", "counting", "cjk", "emoji", "rtl", "combining",
+    "legit_table", "legit_list", "legit_json", "separator", "header_footer", "bare_numbers", "short", "mid_loop",
+}
+FAST = settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+
+
+def check_case(case: dict, record: dict) -> None:
+    """One golden case against one result record (from analyze or from the CLI)."""
+    assert record["degenerate"] == case["degenerate"], case["name"]
+    assert record["has_loop"] == case["has_loop"], case["name"]
+    if "loop_start_min" in case:
+        loops = record["loops"]
+        loop = [lp for lp in loops if lp["at_tail"]][-1] if case["degenerate"] else loops[0]
+        assert case["loop_start_min"] <= loop["start"] <= case["loop_start_max"], case["name"]
+        assert loop["end"] - loop["start"] >= loop["period"] > 0
+
+
+def test_golden_set_covers_every_class():
+    assert len(GOLDEN) >= 60
+    assert {c["class"] for c in GOLDEN} == CLASSES
+
+
+@pytest.mark.parametrize("case", GOLDEN, ids=[c["name"] for c in GOLDEN])
+def test_golden(case):
+    check_case(case, analyze(case["text"], case["finish_reason"]).to_dict())
+    if case["finish_reason"] is not None:
+        assert is_degenerate(case["text"], case["finish_reason"]) == case["degenerate"], case["name"]
+
+
+def test_cli_meets_the_contract_on_every_golden_line():
+    proc = subprocess.run(
+        [sys.executable, "-m", "core", "detect", str(GOLDEN_PATH), "--json"],
+        cwd=ROOT, capture_output=True, text=True, timeout=120,
+    )
+    assert proc.returncode == 0, proc.stderr
+    lines = proc.stdout.splitlines()
+    assert len(lines) == len(GOLDEN) + 1
+    for case, line in zip(GOLDEN, lines):
+        record = json.loads(line)
+        for key in ("degenerate", "loops", "metrics"):
+            assert key in record
+        for loop in record["loops"]:
+            assert {"start", "end", "period", "repeats"} <= loop.keys()
+        check_case(case, record)
+    summary = json.loads(lines[-1])
+    assert summary == {
+        "lines": len(GOLDEN), "degenerate": sum(c["degenerate"] for c in GOLDEN),
+        "loops": summary["loops"], "errors": 0,
+    }
+
+
+def test_cli_malformed_line_is_named_and_the_rest_processed(tmp_path):
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": 1, "text": "ok", "finish_reason": "stop"}\n{not json\n{"text": 5}\n'
+                   + json.dumps({"id": 4, "text": "abc " * 100, "finish_reason": "length"}) + "\n", encoding="utf-8")
+    proc = subprocess.run([sys.executable, "-m", "core", "detect", str(src), "--json"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    out = [json.loads(line) for line in proc.stdout.splitlines()]
+    assert [r.get("id") for r in out[:4]] == [1, None, None, 4]
+    assert "line 2" in out[1]["error"] and "line 3" in out[2]["error"]
+    assert "line 2" in proc.stderr and "line 3" in proc.stderr
+    assert out[3]["degenerate"] is True
+    assert out[-1] == {"lines": 4, "degenerate": 1, "loops": 1, "errors": 2}
+
+
+def test_detect_jsonl_reads_stdin_style_lines():
+    import io
+
+    out = io.StringIO()
+    stats: dict = {}
+    errors = detect_jsonl(['{"text": "x"}\n', "\n", "[1]\n"], out, stats=stats)
+    assert errors == 1 and stats["lines"] == 2
+    assert [json.loads(x).get("line") for x in out.getvalue().splitlines()] == [1, 3]
+
+
+def test_result_is_json_serialisable_and_metrics_present():
+    r = analyze("abc " * 100, "length", token_ids=[1, 2, 3] * 50)
+    d = json.loads(json.dumps(r.to_dict()))
+    for n in range(1, 5):
+        assert 0 <= d["metrics"][f"seq_rep_{n}"] <= 1
+        assert d["metrics"][f"distinct_{n}"] == pytest.approx(1 - d["metrics"][f"seq_rep_{n}"], abs=1e-3)
+    assert d["metrics"]["compression_ratio"] > 2.4
+    assert d["metrics"]["tail_loop_coverage"] == 1.0
+    assert Loop(**d["loops"][0]).unit == "abc "
+
+
+def test_config_fields_have_help():
+    from dataclasses import fields
+
+    assert all(f.metadata.get("help") for f in fields(DetectConfig))
+
+
+def test_thresholds_are_configurable():
+    text = "Resposta: " + "ab" * 30  # 60 chars of loop: below the default c
+    assert not analyze(text, "length").degenerate
+    assert analyze(text, "length", config=DetectConfig(min_chars=40)).degenerate
+    assert not analyze("x" * 500, "length", config=DetectConfig(min_repeats=600)).degenerate
+
+
+def test_counting_can_count_as_degeneration():
+    text = "".join(f"item {i}, " for i in range(1, 100))
+    assert not analyze(text, "length").degenerate
+    assert analyze(text, "length", config=DetectConfig(counting_is_degenerate=True)).degenerate
+
+
+def test_tail_loop_for_early_stopping():
+    prefix = "Dados do documento: " + "".join(f"{p} " for p in ("um", "dois", "três"))
+    assert tail_loop(prefix) is None
+    text = prefix + "| Parafuso sextavado | 3 | 12,50 |\n" * 10
+    loop = tail_loop(text)
+    assert loop is not None and loop.at_tail and loop.end == len(text)
+    long_text = "lorem ipsum dolor sit amet " * 20000 + "zz" * 300
+    t0 = time.perf_counter()
+    for _ in range(50):
+        assert tail_loop(long_text) is not None
+    assert time.perf_counter() - t0 < 1.0  # O(window), not O(text)
+
+
+# ------------------------------------------------------------------ properties
+
+text_chars = st.characters(blacklist_categories=("Cs",))
+units = st.text(text_chars, min_size=1, max_size=40).filter(lambda u: u.strip() and any(c.isalpha() for c in u))
+
+
+def primitive(unit: str) -> bool:
+    return (unit + unit).find(unit, 1) == len(unit)
+
+
+@FAST
+@given(prefix=st.text(text_chars, max_size=200), unit=units, extra=st.integers(0, 20), cut=st.integers(0, 39))
+def test_appended_tail_loop_is_caught_with_its_span(prefix, unit, extra, cut):
+    assume(primitive(unit))
+    repeats = max(3, -(-100 // len(unit))) + 1 + extra
+    cut = cut % len(unit)
+    text = prefix + unit * repeats
+    text = text[: len(text) - cut]
+    r = analyze(text, "length")
+    assert r.degenerate
+    loop = [lp for lp in r.loops if lp.at_tail][-1]
+    assert loop.end == len(text)
+    assert loop.start <= len(prefix) + len(unit)  # may start earlier where the prefix ends like the unit
+    assert loop.period == len(unit) or loop.templated
+    assert text[loop.start:loop.start + loop.period] == loop.unit
+
+
+WORDS = ["parafuso", "porca", "arruela", "chapa", "tubo", "cabo", "fio", "tinta", "lixa", "broca", "serra", "martelo",
+         "alicate", "chave", "fita", "luva", "cola", "rebite", "bucha", "trena", "joelho", "registro", "mangueira"]
+names = st.lists(st.tuples(st.sampled_from(WORDS), st.sampled_from(WORDS), st.sampled_from(WORDS)),
+                 min_size=8, max_size=40, unique=True).map(lambda xs: [" ".join(x).capitalize() for x in xs])
+
+
+@FAST
+@given(rows=names, data=st.data(), fmt=st.sampled_from(["table", "json", "list", "csv"]))
+def test_legit_structured_text_cut_at_the_limit_is_not_degenerate(rows, data, fmt):
+    nums = data.draw(st.lists(st.integers(1, 99999), min_size=len(rows), max_size=len(rows)))
+    if fmt == "table":
+        text = "| Descrição | Qtd |\n|---|---|\n" + "".join(f"| {r} | {n} |\n" for r, n in zip(rows, nums))
+    elif fmt == "json":
+        text = "[" + ",".join(json.dumps({"descricao": r, "quantidade": n}, ensure_ascii=False) for r, n in zip(rows, nums))
+    elif fmt == "csv":
+        text = "".join(f"{r};{n};UN;São Paulo\n" for r, n in zip(rows, nums))
+    else:
+        text = "".join(f"- {r}\n" for r in rows)
+    cut = data.draw(st.integers(0, 30))
+    assert not analyze(text[: len(text) - cut], "length").degenerate
+
+
+def test_linear_growth():
+    unit = "Uma linha de texto comum, sem repetição alguma: "
+    base = "".join(f"{unit}{i * 7919 % 100003} {w}\n" for i, w in enumerate(WORDS * 30))
+    timings = []
+    for factor in (1, 8):
+        text = base * factor
+        t0 = time.perf_counter()
+        analyze(text, "length", config=DetectConfig(metrics=False))
+        timings.append(time.perf_counter() - t0)
+    assert timings[1] < 8 * timings[0] * 3 + 0.05

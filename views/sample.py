@@ -1,0 +1,120 @@
+"""Sample: N candidates per item from a model, as a background job; loops flagged as they arrive."""
+
+import streamlit as st
+
+from core import jobs
+from core.render import render_text_html
+from core.sampling import BACKENDS, DecodingConfig, SampleConfig, get_candidate, list_candidates, run_summary, start_sampling
+from core.store import WorkspaceError, list_datasets, list_models
+from views._ui import helps, run_progress, workspace
+
+ws = workspace()
+cur = ws.cursor()
+st.title("Sample")
+h, hd = helps(SampleConfig), helps(DecodingConfig)
+d = DecodingConfig()
+
+datasets = list_datasets(cur)
+models = list_models(cur)
+with st.expander("New sampling run", expanded=not jobs.list_runs(ws, "sample", limit=1), icon=":material/add:"):
+    with st.form("sample"):
+        c1, c2, c3 = st.columns(3)
+        labels = [f"{m['name']}  ({m['family'] or '?'} · {m['stage'] or '?'})" for m in models] + ["Other: a path or hub id"]
+        pick = c1.selectbox("Model", labels, help=h["model"])
+        other = c1.text_input("Path or hub id", help="used when the model is 'Other'")
+        names = sorted({x["dataset"] for x in datasets})
+        dataset = c2.selectbox("Dataset", names, help=h["dataset"])
+        split = c2.selectbox("Split", ["(all)"] + sorted({x["split"] for x in datasets}), help=h["split"])
+        limit = c3.number_input("Limit items (0 = all)", 0, value=0, help=h["limit"])
+        backend = c3.selectbox("Backend", BACKENDS, help=h["backend"])
+        base_url = c3.text_input("Server URL (openai backend)", help=h["base_url"])
+        c1, c2, c3, c4 = st.columns(4)
+        n = c1.number_input("Candidates per item", 0, 64, d.n, help=hd["n"])
+        temperature = c2.number_input("Temperature", 0.05, 2.0, d.temperature, step=0.05, help=hd["temperature"])
+        top_p = c3.number_input("Top-p", 0.05, 1.0, d.top_p, step=0.05, help=hd["top_p"])
+        top_k = c4.number_input("Top-k", 0, 1000, d.top_k, help=hd["top_k"])
+        max_new = c1.number_input("Max new tokens", 1, 32768, d.max_new_tokens, help=hd["max_new_tokens"])
+        seed = c2.number_input("Seed", 0, 2**31 - 1, d.seed, help=hd["seed"])
+        greedy = c3.checkbox("Add the greedy decode", d.with_greedy, help=hd["with_greedy"])
+        early = c4.checkbox("Loop-aware early stop", d.early_stop, help=hd["early_stop"])
+        submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
+    if submitted:
+        model = other.strip() if pick == labels[-1] else models[labels.index(pick)]["name"]
+        cfg = SampleConfig(
+            model=model, dataset=dataset or "", split=None if split == "(all)" else split, limit=limit or None,
+            backend=backend, base_url=base_url.strip() or None,
+            decoding=DecodingConfig(n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new,
+                                    seed=seed, with_greedy=greedy, early_stop=early),
+        )
+        try:
+            st.session_state["sample_run"] = start_sampling(ws, cfg)
+            st.toast(f"Started {st.session_state['sample_run']}", icon=":material/play_arrow:")
+        except WorkspaceError as e:
+            st.error(str(e), icon=":material/error:")
+
+
+@st.fragment(run_every=2)
+def runs_panel():
+    """Polls the jobs: ingests new shards, shows progress; cancel and resume act on the job folder."""
+    jobs.sync_runs(ws)
+    runs = jobs.list_runs(ws, "sample", limit=20)
+    if not runs:
+        st.info("No sampling runs yet: start one above.")
+        return
+    st.subheader("Runs")
+    for run in runs:
+        with st.container(border=True):
+            c1, c2 = st.columns([5, 1])
+            c1.markdown(f"**{run['run_id']}** · `{run['model']}` on {run['dataset']}/{run['split'] or 'all'} · *{run['status']}*")
+            run_progress(run)
+            if run["error"]:
+                c1.error(run["error"], icon=":material/error:")
+            if run["status"] == "running":
+                if c2.button("Cancel", key=f"cancel-{run['run_id']}", icon=":material/stop:"):
+                    jobs.cancel(ws, run["run_id"])
+            elif run["status"] in ("failed", "cancelled"):
+                if c2.button("Resume", key=f"resume-{run['run_id']}", icon=":material/replay:"):
+                    jobs.launch(ws, run["run_id"])
+            if c2.button("Show", key=f"show-{run['run_id']}", icon=":material/visibility:"):
+                st.session_state["sample_run"] = run["run_id"]
+                st.rerun(scope="app")
+
+
+runs_panel()
+
+
+
+@st.fragment(run_every=2)
+def run_view(run_id: str):
+    """The run's candidates as they arrive, each with its loop flag; a selection shows the folded loops."""
+    s = run_summary(ws, run_id)
+    st.subheader(f"Candidates of {run_id}")
+    cols = st.columns(5)
+    cols[0].metric("Candidates", f"{s['candidates']:,}")
+    cols[1].metric("Items", f"{s['items']:,}")
+    cols[2].metric("Degenerate", f"{s['degenerate']:,}", help="stopped at the limit with a loop at the tail")
+    cols[3].metric("Degeneration rate", f"{s['degeneration_rate']:.1%}")
+    cols[4].metric("Mean tokens", s["mean_tokens"])
+    st.caption("Finish reasons: " + (", ".join(f"{k} {v:,}" for k, v in s["finish_reasons"].items()) or "none yet"))
+    if s["skipped"]:
+        with st.expander(f"{len(s['skipped'])} items skipped", icon=":material/warning:"):
+            st.dataframe([{"item": k, "reason": v} for k, v in s["skipped"].items()], hide_index=True)
+    only = st.toggle("Degenerate only", key="only_degenerate")
+    table = list_candidates(ws, run_id, only_degenerate=only)
+    event = st.dataframe(table, hide_index=True, width="stretch", height=300, on_select="rerun",
+                         column_order=[c for c in table.columns if c != "candidate_id"],
+                         selection_mode="single-row", key=f"candidates-{run_id}")
+    if not event.selection.rows:
+        st.caption("Select a candidate to see its text with the loops highlighted and folded.")
+        return
+    cand = get_candidate(ws, table.iloc[event.selection.rows[0]]["candidate_id"])
+    verdict = "degenerate" if cand["degenerate"] else "loop inside" if cand["has_loop"] else "clean"
+    st.markdown(f"**{cand['item_id']}** · candidate {cand['sample_index']} · {cand['finish_reason']} · "
+                f"{cand['n_tokens']} tokens · **{verdict}**")
+    st.html(render_text_html(cand["text"], cand["loops"]))
+    st.caption("Metrics: " + ", ".join(f"{k} {v}" for k, v in cand["metrics"].items()))
+
+
+run_id = st.session_state.get("sample_run") or next((r["run_id"] for r in jobs.list_runs(ws, "sample", limit=1)), None)
+if run_id:
+    run_view(run_id)
