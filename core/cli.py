@@ -47,6 +47,27 @@ def cmd_import(args) -> int:
     return 0
 
 
+def cmd_model_add(args) -> int:
+    from core.store import register_model, resolve_model
+
+    ws = open_workspace(args.workspace)
+    cur = ws.cursor()
+    path = resolve_model(cur, args.path, need_local=False)["path"]
+    register_model(cur, name=args.name, path=path, family=args.family, stage=args.stage, parent=args.parent)
+    _emit(args, {"name": args.name, "path": path, "family": args.family, "stage": args.stage, "parent": args.parent},
+          f"Registered {args.name} ({args.family or '?'} · {args.stage or '?'}) at {path}.")
+    return 0
+
+
+def cmd_model_list(args) -> int:
+    from core.store import list_models
+
+    models = list_models(open_workspace(args.workspace).cursor())
+    lines = [f"{m['name']:<28} {m['family'] or '-':<12} {m['stage'] or '-':<8} {m['path']}" for m in models]
+    _emit(args, {"models": models}, "\n".join(lines) or "No models registered.")
+    return 0
+
+
 def cmd_demo(args) -> int:
     from tqdm import tqdm
 
@@ -90,7 +111,8 @@ def cmd_demo_build(args) -> int:
         v = e["validation"]
         per_family[f] = {
             "architecture": e["architecture"], "n_params": e["n_params"],
-            "vanilla": e["vanilla"]["path"], "sft": e["sft"]["path"], "sft_steps": e["sft"]["steps"],
+            "vanilla": str((out / e["vanilla"]["path"]).resolve()), "sft": str((out / e["sft"]["path"]).resolve()),
+            "sft_steps": e["sft"]["steps"],
             "quality": v["quality"], "degeneration_rate": v["degeneration_rate"], "degenerate": v["degenerate"],
             "n": v["n"], "degeneration_ci95": v["degeneration_ci95"], "valid_json": v["valid_json"],
             "build_seconds": e["build_seconds"],
@@ -254,6 +276,21 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reference-field", default="reference", help="column holding the reference (default: reference)")
     sp.add_argument("--id-field", default="id", help="column holding the item id (default: id; hashes of the text when absent)")
     sp.add_argument("--image-field", default="image", help="column holding an image path or bytes (default: image)")
+
+    sp = sub.add_parser("model", help="register your own models (a local folder or a hub id) by family and stage")
+    model_sub = sp.add_subparsers(dest="model_command", required=True, metavar="add|list")
+    mp = model_sub.add_parser("add", help="register a model")
+    mp.add_argument("name", help="a short name, e.g. qwen2.5-vl-3b-sft")
+    mp.add_argument("--path", required=True, help="local model folder or hub id")
+    mp.add_argument("--family", help="model family, e.g. qwen2.5-vl-3b")
+    mp.add_argument("--stage", choices=["vanilla", "sft", "dpo"], help="training stage")
+    mp.add_argument("--parent", help="the registered model it was trained from")
+    mp.set_defaults(func=cmd_model_add)
+    lp = model_sub.add_parser("list", help="list registered models")
+    lp.set_defaults(func=cmd_model_list)
+    for p_ in (mp, lp):
+        p_.add_argument("--workspace", "-w", help="workspace folder (default: $LOOPBREAK_WORKSPACE or ./workspace)")
+        p_.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
 
     sp = command("demo", cmd_demo, "create (or refresh) a workspace with the demo dataset and the demo models")
     sp.add_argument("--seed", type=int, default=0, help="seed of the document generator")

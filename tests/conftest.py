@@ -94,6 +94,14 @@ def browser():
         b.close()
 
 
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory):
+    """A tiny random Llama-shaped model with the demo tokenizer, saved like a real one."""
+    from tests.models import build_tiny_model
+
+    return build_tiny_model(tmp_path_factory.mktemp("models") / "tiny-llama")
+
+
 @pytest.fixture
 def app_server(tmp_path):
     """A demo workspace served by a real `streamlit run` (the test process releases the file first)."""

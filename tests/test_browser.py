@@ -50,3 +50,42 @@ def test_home_and_data_in_a_real_browser(browser, app_server):
     page.get_by_text("Next: Register a model.").wait_for(timeout=20_000)
     assert page.locator("[data-testid=stMetricValue]").first.inner_text() == "22"
     assert_clean(page, errors)
+
+
+def test_sample_page_runs_a_job_and_shows_candidates(browser, tmp_path, tiny_model):
+    """Start a sampling run from the page, watch it finish, open a candidate; then reload."""
+    from core.store import open_workspace, register_model
+    from tests.conftest import StreamlitServer, fill_demo
+
+    w = open_workspace(tmp_path / "ws")
+    fill_demo(w)
+    register_model(w.cursor(), name="tiny-sft", path=str(tiny_model), family="llama", stage="sft")
+    w.close()
+    server = StreamlitServer(w.root)
+    errors = []
+    try:
+        page = open_page(browser, f"{server.url}/sample", errors)
+        page.get_by_role("spinbutton", name="Limit items (0 = all)").fill("2")
+        page.get_by_role("spinbutton", name="Max new tokens").fill("16")
+        page.get_by_role("spinbutton", name="Candidates per item").fill("2")
+        page.get_by_text("Run", exact=True).click()
+        page.get_by_text("done", exact=True).first.wait_for(timeout=120_000)
+        page.get_by_text("6", exact=True).first.wait_for(timeout=20_000)  # 2 items x (greedy + 2)
+        assert_clean(page, errors)
+
+        grid = page.locator("[data-testid=stDataFrame]").last
+        grid.locator("canvas").first.wait_for()
+        for _ in range(5):
+            box = grid.bounding_box()
+            page.mouse.click(box["x"] + 12, box["y"] + 54)
+            try:
+                page.get_by_text("Metrics:", exact=False).wait_for(timeout=4_000)
+                break
+            except Exception:
+                continue
+        assert page.get_by_text("candidate 0", exact=False).count() >= 1
+        page.reload()
+        page.get_by_text("done", exact=True).first.wait_for(timeout=30_000)
+        assert_clean(page, errors)
+    finally:
+        server.stop()
