@@ -12,6 +12,7 @@ pages = [
     st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
     st.Page("views/data.py", title="Data", icon=":material/description:"),
     st.Page("views/sample.py", title="Sample", icon=":material/casino:"),
+    st.Page("views/judge.py", title="Judge", icon=":material/gavel:"),
     st.Page("views/inspect.py", title="Inspect", icon=":material/search:"),
 ]
 nav = st.navigation(pages)

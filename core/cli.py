@@ -208,6 +208,46 @@ def cmd_sample(args) -> int:
     )
 
 
+def cmd_judge(args) -> int:
+    from core.judge import JudgeConfig, judge_summary, start_judging
+
+    ws = open_workspace(args.workspace)
+    cfg = JudgeConfig(judge=args.judge, judge_model=args.judge_model, backend=args.backend, base_url=args.base_url)
+    if args.rubric:
+        try:
+            cfg.rubric = json.loads(Path(args.rubric).read_text())
+        except (OSError, ValueError) as e:
+            raise WorkspaceError(f"cannot read the rubric {args.rubric}: {e}") from None
+    run_id = start_judging(ws, args.run, cfg)
+    _follow(ws, run_id, args.json)
+    s = judge_summary(ws, run_id)
+    return _job_result(
+        args, ws, run_id, s,
+        f"Run {run_id}: {s['judged']} candidates judged, {s['errors']} judge errors, mean overall {s['mean_overall']}.",
+    )
+
+
+def cmd_pairs(args) -> int:
+    from core.judge import judge_runs_of
+    from core.pairs import PairPolicy, mine_run
+
+    ws = open_workspace(args.workspace)
+    cur = ws.cursor()
+    kind = cur.execute("SELECT kind FROM runs WHERE run_id = ?", [args.run]).fetchone()
+    if kind is None:
+        raise WorkspaceError(f"no run {args.run!r} in this workspace")
+    judge_run = args.run if kind[0] == "judge" else next(iter(judge_runs_of(ws, args.run)), None)
+    if judge_run is None:
+        raise WorkspaceError(f"run {args.run!r} has not been judged: run `loopbreak judge --run {args.run}` first")
+    policy = PairPolicy(min_chosen=args.min_chosen, min_margin=args.min_margin, max_pairs_per_item=args.max_pairs_per_item,
+                        reference_as_chosen=args.reference_as_chosen)
+    s = mine_run(ws, judge_run, policy, write=not args.dry_run)
+    reasons = "; ".join(f"{k}: {v}" for k, v in s["no_pair"].items()) or "none"
+    _emit(args, s, f"{s['pairs']} pairs from {s['items_with_pairs']} of {s['items']} items ({s['rejected_degenerate']} with a "
+                   f"degenerate rejected), {s['new']} new. Items without a pair — {reasons}.")
+    return 0
+
+
 def cmd_resume(args) -> int:
     from core import jobs
     from core.sampling import run_summary
@@ -330,6 +370,22 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--limit", type=int, help="sample only the first N items (try a setup before the full run)")
     sp.add_argument("--items-per-shard", type=int, default=8, help="items per output shard (the unit of resume)")
     sp.add_argument("--device", default="auto", help="transformers device: auto, cpu, cuda")
+
+    sp = command("judge", cmd_judge, "score a sampling run's candidates with a judge, as a background job")
+    sp.add_argument("--run", required=True, help="the sampling run to judge")
+    sp.add_argument("--judge", choices=["reference", "llm"], default="reference", help="reference (offline) or llm")
+    sp.add_argument("--judge-model", help="llm judge: registered model, path, or the server's model name")
+    sp.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers", help="llm judge backend")
+    sp.add_argument("--base-url", help="llm judge with the openai backend: server URL")
+    sp.add_argument("--rubric", help="JSON file: a list of {name, description, weight}")
+
+    sp = command("pairs", cmd_pairs, "mine chosen/rejected pairs from a judged run (stored as pending)")
+    sp.add_argument("--run", required=True, help="a judging run, or a sampling run (its latest judging run is used)")
+    sp.add_argument("--min-chosen", type=float, default=0.6, help="quality floor of the chosen candidate (default 0.6)")
+    sp.add_argument("--min-margin", type=float, default=0.1, help="margin a non-degenerate rejected must be below the chosen (default 0.1)")
+    sp.add_argument("--max-pairs-per-item", type=int, default=2, help="most pairs per item (default 2)")
+    sp.add_argument("--reference-as-chosen", action="store_true", help="use the reference when no candidate qualifies")
+    sp.add_argument("--dry-run", action="store_true", help="only count what would be mined")
 
     sp = command("resume", cmd_resume, "resume a run that was cancelled or died, without redoing finished items")
     sp.add_argument("run", help="run id")

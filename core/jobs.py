@@ -45,6 +45,7 @@ FINAL = ("done", "failed", "cancelled")
 # kind -> "module:function" taking a JobContext; imported lazily so a job loads only what it needs.
 JOB_KINDS: dict[str, str] = {
     "sample": "core.sampling:run_sample_job",
+    "judge": "core.judge:run_judge_job",
 }
 
 # Shard name prefix -> the table its rows go into.

@@ -51,3 +51,31 @@ def run_progress(run: dict) -> None:
     if p.get("message"):
         text += f" · {p['message']}"
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
+
+
+def runs_panel(ws, kind: str, state_key: str) -> None:
+    """Runs of one kind with live progress; cancel and resume act on the job folder; Show selects one."""
+    from core import jobs
+
+    jobs.sync_runs(ws)
+    runs = jobs.list_runs(ws, kind, limit=20)
+    if not runs:
+        st.info(f"No {kind} runs yet: start one above.")
+        return
+    st.subheader("Runs")
+    for run in runs:
+        with st.container(border=True):
+            c1, c2 = st.columns([5, 1])
+            c1.markdown(f"**{run['run_id']}** · `{run['model']}` on {run['dataset']}/{run['split'] or 'all'} · *{run['status']}*")
+            run_progress(run)
+            if run["error"]:
+                c1.error(run["error"], icon=":material/error:")
+            if run["status"] == "running":
+                if c2.button("Cancel", key=f"cancel-{run['run_id']}", icon=":material/stop:"):
+                    jobs.cancel(ws, run["run_id"])
+            elif run["status"] in ("failed", "cancelled"):
+                if c2.button("Resume", key=f"resume-{run['run_id']}", icon=":material/replay:"):
+                    jobs.launch(ws, run["run_id"])
+            if c2.button("Show", key=f"show-{run['run_id']}", icon=":material/visibility:"):
+                st.session_state[state_key] = run["run_id"]
+                st.rerun(scope="app")

@@ -6,7 +6,7 @@ from core import jobs
 from core.render import render_text_html
 from core.sampling import BACKENDS, DecodingConfig, SampleConfig, get_candidate, list_candidates, run_summary, start_sampling
 from core.store import WorkspaceError, list_datasets, list_models
-from views._ui import helps, run_progress, workspace
+from views._ui import helps, runs_panel, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -54,33 +54,11 @@ with st.expander("New sampling run", expanded=not jobs.list_runs(ws, "sample", l
 
 
 @st.fragment(run_every=2)
-def runs_panel():
-    """Polls the jobs: ingests new shards, shows progress; cancel and resume act on the job folder."""
-    jobs.sync_runs(ws)
-    runs = jobs.list_runs(ws, "sample", limit=20)
-    if not runs:
-        st.info("No sampling runs yet: start one above.")
-        return
-    st.subheader("Runs")
-    for run in runs:
-        with st.container(border=True):
-            c1, c2 = st.columns([5, 1])
-            c1.markdown(f"**{run['run_id']}** · `{run['model']}` on {run['dataset']}/{run['split'] or 'all'} · *{run['status']}*")
-            run_progress(run)
-            if run["error"]:
-                c1.error(run["error"], icon=":material/error:")
-            if run["status"] == "running":
-                if c2.button("Cancel", key=f"cancel-{run['run_id']}", icon=":material/stop:"):
-                    jobs.cancel(ws, run["run_id"])
-            elif run["status"] in ("failed", "cancelled"):
-                if c2.button("Resume", key=f"resume-{run['run_id']}", icon=":material/replay:"):
-                    jobs.launch(ws, run["run_id"])
-            if c2.button("Show", key=f"show-{run['run_id']}", icon=":material/visibility:"):
-                st.session_state["sample_run"] = run["run_id"]
-                st.rerun(scope="app")
+def runs():
+    runs_panel(ws, "sample", "sample_run")
 
 
-runs_panel()
+runs()
 
 
 

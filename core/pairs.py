@@ -1,0 +1,163 @@
+"""Pair mining: chosen = a judge-validated clean candidate, rejected = the model's own failure.
+
+Per item (DESIGN.md, the seeds' decision): chosen is the best *non-degenerate* candidate whose
+score clears a quality floor; rejected is a *degenerate* candidate first (the loops DPO must
+unlearn), else a candidate worse than the chosen by at least a margin. Ties and items without a
+clear gap yield no pair, and every item without a pair is counted under its reason, so the policy
+can be read and tuned. One item may give several pairs (one chosen against several rejected), up to
+a limit. The reference may stand in as chosen when no candidate qualifies (off by default: a
+reference is not the model's own distribution).
+
+Mining is pure (`mine_item`), so the policy is tested without a store; `mine_run` reads a judging
+run, and writes pending pairs unless asked only for the preview counts.
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+
+from core.store import now
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class PairPolicy:
+    """How pairs are mined from judged candidates."""
+
+    min_chosen: float = _f(0.6, "quality floor: a chosen candidate's overall score must reach it")
+    min_margin: float = _f(0.1, "a non-degenerate rejected must score at least this much below the chosen")
+    max_pairs_per_item: int = _f(2, "most pairs one item may give (one chosen against several rejected)")
+    reference_as_chosen: bool = _f(False, "use the reference as chosen when no candidate clears the floor")
+    degenerate_only: bool = _f(False, "only degenerate candidates may be rejected (no margin-based pairs)")
+
+
+# Why an item gave no pair.
+NO_JUDGMENT = "no usable judgment"
+ALL_DEGENERATE = "all candidates degenerate (no clean chosen)"
+BELOW_FLOOR = "no clean candidate above the quality floor"
+NO_GAP = "no degenerate candidate and no clear gap (ties)"
+
+
+@dataclass
+class Candidate:
+    candidate_id: str
+    text: str
+    overall: float | None
+    degenerate: bool
+    finish_reason: str | None = None
+
+
+@dataclass
+class Pair:
+    item_id: str
+    chosen: Candidate | None  # None: the reference stands in
+    rejected: Candidate
+    chosen_text: str
+    reason: str  # "degenerate" or "margin"
+
+
+def mine_item(item_id: str, cands: list[Candidate], policy: PairPolicy, reference: str | None = None) -> tuple[list[Pair], str | None]:
+    """The pairs of one item, or no pair and the reason."""
+    judged = [c for c in cands if c.overall is not None]
+    if not judged:
+        return [], NO_JUDGMENT
+    clean = sorted((c for c in judged if not c.degenerate), key=lambda c: (-c.overall, c.candidate_id))
+    degenerate = sorted((c for c in cands if c.degenerate), key=lambda c: (c.overall if c.overall is not None else -1, c.candidate_id))
+    chosen = clean[0] if clean and clean[0].overall >= policy.min_chosen else None
+    if chosen is None:
+        if not (policy.reference_as_chosen and reference):
+            return [], ALL_DEGENERATE if not clean else BELOW_FLOOR
+        chosen_text = reference
+    else:
+        chosen_text = chosen.text
+    rejected = [(c, "degenerate") for c in degenerate]
+    if not policy.degenerate_only:
+        top = chosen.overall if chosen else 1.0
+        worse = sorted((c for c in clean if c is not chosen and c.overall <= top - policy.min_margin), key=lambda c: (c.overall, c.candidate_id))
+        rejected += [(c, "margin") for c in worse]
+    if not rejected:
+        return [], NO_GAP
+    pairs = [Pair(item_id, chosen, r, chosen_text, why) for r, why in rejected[: policy.max_pairs_per_item]]
+    return pairs, None
+
+
+def _candidates_by_item(ws, judge_run: str) -> dict[tuple[str, str], list[Candidate]]:
+    rows = ws.cursor().execute(
+        """SELECT c.dataset, c.item_id, c.candidate_id, c.text, CASE WHEN j.error IS NULL THEN j.overall END,
+                  c.degenerate, c.finish_reason
+           FROM candidates c JOIN judgments j USING (candidate_id) WHERE j.run_id = ? ORDER BY c.candidate_id""",
+        [judge_run],
+    ).fetchall()
+    out: dict[tuple[str, str], list[Candidate]] = {}
+    for dataset, item_id, cid, text, overall, degenerate, reason in rows:
+        out.setdefault((dataset, item_id), []).append(Candidate(cid, text, overall, bool(degenerate), reason))
+    return out
+
+
+def mine_run(ws, judge_run: str, policy: PairPolicy, write: bool = True) -> dict:
+    """Mine a judging run. With write=False only the counts (the page's preview).
+
+    Re-mining is idempotent: pair ids derive from (sampling run, item, rejected candidate), and a
+    pair that exists (perhaps already reviewed) is never overwritten.
+    """
+    cur = ws.cursor()
+    source = cur.execute(
+        "SELECT json_extract_string(config, '$.source_run') FROM runs WHERE run_id = ? AND kind = 'judge'", [judge_run]
+    ).fetchone()
+    if not source or not source[0]:
+        from core.store import WorkspaceError
+
+        raise WorkspaceError(f"{judge_run!r} is not a judging run")
+    sample_run = source[0]
+    by_item = _candidates_by_item(ws, judge_run)
+    refs = dict(cur.execute(
+        "SELECT item_id, reference FROM items WHERE (dataset, item_id) IN (SELECT DISTINCT dataset, item_id FROM candidates WHERE run_id = ?)",
+        [sample_run],
+    ).fetchall())
+    prompts = dict(cur.execute(
+        "SELECT item_id, any_value(prompt) FROM candidates WHERE run_id = ? GROUP BY item_id", [sample_run]
+    ).fetchall())
+    reasons: Counter = Counter()
+    rows, kinds = [], Counter()
+    for (dataset, item_id), cands in sorted(by_item.items()):
+        pairs, reason = mine_item(item_id, cands, policy, refs.get(item_id))
+        if reason:
+            reasons[reason] += 1
+            continue
+        for p in pairs:
+            kinds[p.reason] += 1
+            rows.append({
+                "pair_id": f"{sample_run}:{item_id}:{p.rejected.candidate_id.rsplit(':', 1)[-1]}",
+                "run_id": sample_run, "dataset": dataset, "item_id": item_id, "prompt": prompts.get(item_id),
+                "chosen_candidate_id": p.chosen.candidate_id if p.chosen else None,
+                "rejected_candidate_id": p.rejected.candidate_id, "chosen_text": p.chosen_text,
+                "rejected_text": p.rejected.text, "status": "pending",
+                "provenance": json.dumps({
+                    "source": "auto", "judge_run": judge_run, "policy": asdict(policy), "rejected_because": p.reason,
+                    "chosen_score": p.chosen.overall if p.chosen else None, "chosen_is_reference": p.chosen is None,
+                    "rejected_score": p.rejected.overall, "rejected_finish_reason": p.rejected.finish_reason,
+                }),
+                "version": 0, "updated_by": "miner", "updated_at": now(),
+            })
+    items_with_pairs = len({r["item_id"] for r in rows})
+    summary = {
+        "judge_run": judge_run, "sample_run": sample_run, "items": len(by_item), "items_with_pairs": items_with_pairs,
+        "pairs": len(rows), "rejected_degenerate": kinds["degenerate"], "rejected_margin": kinds["margin"],
+        "no_pair": dict(reasons), "new": 0,
+    }
+    if write and rows:
+        import pyarrow as pa
+
+        before = cur.execute("SELECT count(*) FROM pairs").fetchall()[0][0]  # fetchall: register needs no open result
+        cur.register("mined_pairs", pa.Table.from_pylist(rows))
+        try:
+            cur.execute("INSERT OR IGNORE INTO pairs BY NAME SELECT * REPLACE (provenance::JSON AS provenance) FROM mined_pairs")
+        finally:
+            cur.unregister("mined_pairs")
+        summary["new"] = cur.execute("SELECT count(*) FROM pairs").fetchone()[0] - before
+    return summary
