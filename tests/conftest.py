@@ -45,6 +45,32 @@ def demo_ws(ws):
     return ws
 
 
+@pytest.fixture
+def judged_ws(demo_ws):
+    """A sampling run and a judging run over 3 demo items, written as the jobs' shards would be."""
+    import json
+
+    from core.store import now
+
+    cur = demo_ws.cursor()
+    items = [r[0] for r in cur.execute("SELECT item_id FROM items WHERE split = 'train' ORDER BY 1 LIMIT 3").fetchall()]
+    cur.execute("INSERT INTO runs (run_id, kind, status, created_at) VALUES ('s1', 'sample', 'done', ?)", [now()])
+    cur.execute("INSERT INTO runs (run_id, kind, status, config, created_at) VALUES ('j1', 'judge', 'done', ?, ?)",
+                [json.dumps({"source_run": "s1"}), now()])
+    table = {items[0]: [(0.9, False), (0.4, True)], items[1]: [(0.8, False), (0.8, False)], items[2]: [(0.2, True), (0.1, True)]}
+    for item, cands in table.items():
+        for k, (overall, degenerate) in enumerate(cands):
+            cid = f"s1:{item}:{k}"
+            cur.execute(
+                "INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, finish_reason, degenerate, has_loop) "
+                "VALUES (?, 's1', 'demo', ?, ?, 'P JSON:', ?, ?, ?, ?)",
+                [cid, item, k, f"out {k}", "length" if degenerate else "stop", degenerate, degenerate],
+            )
+            cur.execute("INSERT INTO judgments (judgment_id, run_id, candidate_id, judge, scores, overall) VALUES (?, 'j1', ?, 'reference', '{}', ?)",
+                        [f"j1:{cid}", cid, overall])
+    return demo_ws, items
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -82,3 +82,14 @@ def test_locked_workspace_shows_an_error_not_a_traceback(tmp_path):
         assert any("is open in process" in e.value for e in at.error)
     finally:
         holder.kill()
+
+
+def test_judge_page_shows_scores_and_previews_pairs(judged_ws):
+    ws, _ = judged_ws
+    at = run_app(ws, "views/judge.py")
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Judged"] == "6" and metrics["Pairs"] == "1" and metrics["Rejected = degenerate"] == "1"
+    write = next(b for b in at.button if b.label.startswith("Write 1 pairs"))
+    write.click().run()
+    assert any("1 new pending pairs" in s.value for s in at.success)
+    assert counts(ws.cursor())["pairs_pending"] == 1

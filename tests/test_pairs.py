@@ -55,28 +55,6 @@ def test_a_degenerate_candidate_is_never_chosen():
     assert pairs[0].chosen.candidate_id == "a" and pairs[0].rejected.candidate_id == "d"
 
 
-@pytest.fixture
-def judged_ws(demo_ws):
-    """A sampling run and a judging run over 3 demo items, written as the jobs' shards would be."""
-    cur = demo_ws.cursor()
-    items = [r[0] for r in cur.execute("SELECT item_id FROM items WHERE split = 'train' ORDER BY 1 LIMIT 3").fetchall()]
-    cur.execute("INSERT INTO runs (run_id, kind, status, created_at) VALUES ('s1', 'sample', 'done', ?)", [now()])
-    cur.execute("INSERT INTO runs (run_id, kind, status, config, created_at) VALUES ('j1', 'judge', 'done', ?, ?)",
-                [json.dumps({"source_run": "s1"}), now()])
-    table = {items[0]: [(0.9, False), (0.4, True)], items[1]: [(0.8, False), (0.8, False)], items[2]: [(0.2, True), (0.1, True)]}
-    for item, cands in table.items():
-        for k, (overall, degenerate) in enumerate(cands):
-            cid = f"s1:{item}:{k}"
-            cur.execute(
-                "INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, finish_reason, degenerate, has_loop) "
-                "VALUES (?, 's1', 'demo', ?, ?, 'P JSON:', ?, ?, ?, ?)",
-                [cid, item, k, f"out {k}", "length" if degenerate else "stop", degenerate, degenerate],
-            )
-            cur.execute("INSERT INTO judgments (judgment_id, run_id, candidate_id, judge, scores, overall) VALUES (?, 'j1', ?, 'reference', '{}', ?)",
-                        [f"j1:{cid}", cid, overall])
-    return demo_ws, items
-
-
 def test_mine_run_preview_write_and_idempotence(judged_ws):
     ws, items = judged_ws
     preview = mine_run(ws, "j1", P, write=False)
@@ -92,3 +70,31 @@ def test_mine_run_preview_write_and_idempotence(judged_ws):
     ws.cursor().execute("UPDATE pairs SET status = 'approved'")
     assert mine_run(ws, "j1", P)["new"] == 0
     assert ws.cursor().execute("SELECT status FROM pairs").fetchone()[0] == "approved"
+
+
+@pytest.mark.slow
+def test_cli_sample_judge_pairs_flow(tmp_path, tiny_model):
+    """The whole flow through the real CLI: sample, judge (reference), mine pairs."""
+    import subprocess
+    import sys
+
+    from core.store import open_workspace
+    from tests.conftest import fill_demo
+
+    w = open_workspace(tmp_path / "ws")
+    fill_demo(w)
+    w.close()
+
+    def cli(*args):
+        out = subprocess.run([sys.executable, "-m", "core", *args, "-w", str(w.root), "--json"],
+                             capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout.strip().splitlines()[-1])
+
+    s = cli("sample", "--model", str(tiny_model), "--dataset", "demo", "--split", "train", "--n", "3",
+            "--max-new-tokens", "24", "--limit", "3")
+    j = cli("judge", "--run", s["run_id"])
+    assert j["judged"] == 12 and j["errors"] == 0 and set(j["criteria"]) >= {"fidelity", "format", "quality"}
+    p = cli("pairs", "--run", s["run_id"], "--min-chosen", "0", "--min-margin", "0.0001")
+    assert p["judge_run"] == j["run_id"] and p["items"] == 3
+    assert p["pairs"] + sum(p["no_pair"].values()) >= 3 and p["new"] == p["pairs"]
