@@ -239,11 +239,11 @@ def next_step(c: dict[str, int]) -> tuple[str, str]:
     if not c["models"]:
         return "Register a model", "Run `loopbreak demo` to build and register the demo model families."
     if not c["candidates"]:
-        return "Sample candidates", "Sample N candidates per item from an SFT model, greedy decode included: loops often appear only there."
+        return "Sample candidates", "On the Sample page, sample N candidates per item from an SFT model, greedy decode included: loops often appear only there."
     if c["judged_candidates"] < c["candidates"]:
-        return "Judge candidates", f"{c['candidates'] - c['judged_candidates']} candidates have no judgment yet."
+        return "Judge candidates", f"On the Judge page: {c['candidates'] - c['judged_candidates']} candidates have no judgment yet."
     if not c["pairs"]:
-        return "Mine pairs", "Mine chosen/rejected pairs: a degenerate candidate as rejected, a judge-validated clean one as chosen."
+        return "Mine pairs", "On the Judge page, mine chosen/rejected pairs: a degenerate candidate as rejected, a judge-validated clean one as chosen."
     if c["pairs_pending"]:
         return "Review pairs", f"{c['pairs_pending']} pairs wait for review."
     return "Train and evaluate", "Train a DPO stage on the approved pairs, then evaluate vanilla, SFT and SFT+DPO."
