@@ -34,11 +34,15 @@ distance d in a window (``bytes.rfind``, C speed); a hit is verified by gallopin
 that extend the stretch where ``s[i] == s[i + d]`` both ways. Periods are split into doubling tiers
 (1–64, 65–128, …, ``max_period``); a tier's spacing is the largest that still puts one checkpoint
 inside any loop long enough to qualify (k·p bytes, c chars), so each tier costs O(n) and the
-tiers together a small constant times n — no O(n²) scan over periods. Found stretches are skipped,
-and every byte is extended over at most a few times. A templated stretch must carry real words
-(letters outside ``"key":``/``Label:``) so a bare list of CPFs or codes cut at the limit is not a
-loop; one whose only number counts up by a fixed step with at most one word (``item 1, item 2``)
-is a **counting** loop, reported with its own flag and not degenerate by default.
+tiers together a small constant times n — no O(n²) scan over periods; a tier whose shortest
+qualifying stretch is longer than the text is not scanned. Found stretches are skipped, and every
+byte is extended over at most a few times. The checkpoints' ``rfind`` calls are most of the cost;
+collapsing digit runs and mapping collapsed offsets back to the text are numpy passes (the offset
+table is built only for a text whose collapsed domain has a loop). A templated stretch must carry
+real words (letters outside ``"key":``/``Label:``) so a bare list of CPFs or codes cut at the
+limit is not a loop; one whose only number counts up by a fixed step with at most one word
+(``item 1, item 2``) is a **counting** loop, reported with its own flag and not degenerate by
+default.
 """
 
 from __future__ import annotations
@@ -47,17 +51,17 @@ import json
 import re
 import unicodedata
 import zlib
-from bisect import bisect_right
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
 from typing import Iterable, TextIO
+
+import numpy as np
 
 LIMIT_REASONS = ("length", "repetition")
 
 _ANCHOR = 8  # bytes compared at each checkpoint; long enough to make chance hits rare
 _TRIES = 2  # earlier occurrences of one anchor tried before moving on
 _DIGIT_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
-_ZERO_RUNS = re.compile(rb"0{2,}")
 _LABEL = re.compile(r'"[^"\n]{0,60}"\s*:|[^\W\d_]+\s*:')
 _WORD = re.compile(r"[^\W\d_]+")
 _NUMBER = re.compile(r"\d+")
@@ -162,12 +166,23 @@ def _fwd(s: bytes, d: int, x: int) -> int:
     return max(x, ceil)
 
 
-@lru_cache(maxsize=256)
 def _spacing(p_lo: int, p_hi: int, k: int, min_len: int, a: int) -> int:
     """Largest checkpoint spacing that still lands a checkpoint j with [j - p, j + a) inside any
     qualifying stretch of period p in (p_lo, p_hi]: its length max(min_len, k·p) minus p + a."""
     ps = {p_lo + 1, p_hi, min(max(min_len // k, p_lo + 1), p_hi)}
     return max(1, min(max(min_len, k * p) - p - a + 1 for p in ps))
+
+
+@lru_cache(maxsize=256)
+def _tiers(max_p: int, k: int, min_len: int) -> tuple[tuple[int, int, int, int, int], ...]:
+    """(p_lo, p_hi, anchor, spacing, shortest qualifying stretch) of each period tier, computed once."""
+    tiers, p_lo = [], 0
+    while p_lo < max_p:
+        p_hi = min(max_p, 64 if p_lo == 0 else 2 * p_lo)
+        a = _ANCHOR if p_lo == 0 else min(64, p_lo // 2)
+        tiers.append((p_lo, p_hi, a, _spacing(p_lo, p_hi, k, min_len, a), max(min_len, k * (p_lo + 1))))
+        p_lo = p_hi
+    return tuple(tiers)
 
 
 def _stretch(s: bytes, i: int, j: int, a: int, k: int, min_len: int) -> tuple[int, int, int] | None:
@@ -187,6 +202,18 @@ def _stretch(s: bytes, i: int, j: int, a: int, k: int, min_len: int) -> tuple[in
     return (lo, hi, d) if hi - lo >= need else None
 
 
+def _probe(s: bytes, i: int, j: int, a: int, k: int, min_len: int, p_hi: int) -> tuple[int, int, int] | None:
+    """The stretch through checkpoint j's anchor, trying its last _TRIES occurrences (i the last)."""
+    for _ in range(_TRIES - 1):
+        st = _stretch(s, i, j, a, k, min_len)
+        if st:
+            return st
+        i = s.rfind(s[j:j + a], j - p_hi if j > p_hi else 0, i + a - 1)
+        if i < 0:
+            return None
+    return _stretch(s, i, j, a, k, min_len)
+
+
 def _scan(s: bytes, max_p: int, k: int, min_len: int) -> list[tuple[int, int, int]]:
     """Every periodic stretch (lo, hi, d) of s with d <= max_p, hi - lo >= max(min_len, k·d).
 
@@ -198,17 +225,17 @@ def _scan(s: bytes, max_p: int, k: int, min_len: int) -> list[tuple[int, int, in
     if n < max(min_len, 2 * _ANCHOR):
         return found
     rfind = s.rfind
-    p_lo = 0
-    while p_lo < max_p:
-        p_hi = min(max_p, 64 if p_lo == 0 else 2 * p_lo)
-        a = _ANCHOR if p_lo == 0 else min(64, p_lo // 2)
-        step = _spacing(p_lo, p_hi, k, min_len, a)
+    skips = [(n, n)]
+    for p_lo, p_hi, a, step, shortest in _tiers(max_p, k, min_len):
+        if shortest > n:
+            break  # no stretch of a longer period fits in the text
         last = n - a
-        # stretches already found (by smaller periods) are skipped: (start, resume) pairs
-        skips = sorted((lo + p_lo, hi - a + 1) for lo, hi, _ in found)
-        skips.append((n, n))
+        if found:  # stretches already found (by smaller periods) are skipped: (start, resume) pairs
+            skips = sorted((lo + p_lo, hi - a + 1) for lo, hi, _ in found)
+            skips.append((n, n))
         si, skip_from, skip_to = 0, skips[0][0], skips[0][1]
         tier: list[tuple[int, int, int]] = []
+        off = a - p_lo - 1  # a checkpoint j searches [j - p_hi, j + off): distances in (p_lo, p_hi]
         j = p_lo + 1
         while j <= last:
             if j >= skip_from:
@@ -217,23 +244,16 @@ def _scan(s: bytes, max_p: int, k: int, min_len: int) -> list[tuple[int, int, in
                 si += 1
                 skip_from, skip_to = skips[si]
                 continue
-            key = s[j:j + a]
-            start = j - p_hi if j > p_hi else 0
-            i = rfind(key, start, j - p_lo - 1 + a)
-            tries = _TRIES
-            while i >= 0:
-                st = _stretch(s, i, j, a, k, min_len)
-                if st:
+            # checkpoints up to the next skip, as a plain for loop: most of them miss
+            for j in range(j, min(skip_from, last + 1), step):
+                i = rfind(s[j:j + a], j - p_hi if j > p_hi else 0, j + off)
+                if i >= 0 and (st := _probe(s, i, j, a, k, min_len, p_hi)):
                     tier.append(st)
-                    j = max(j, st[1] - a + 1) - step  # resume after the stretch
+                    j = max(j, st[1] - a + 1)  # resume after the stretch, on a new lattice
                     break
-                tries -= 1
-                if not tries:
-                    break
-                i = rfind(key, start, i + a - 1)
-            j += step
+            else:
+                j += step
         found += tier
-        p_lo = p_hi
     return found
 
 
@@ -248,9 +268,9 @@ def _tail(s: bytes, max_p: int, k: int, min_len: int) -> tuple[int, int, int] | 
     tries = 4 * _TRIES
     while i >= 0 and tries:
         d = n - _ANCHOR - i
-        lo = _back(s, d, i)
-        if n - lo >= min_len and n - lo >= k * d:
-            return lo, n, d
+        x = n - max(min_len, k * d)  # the stretch qualifies iff it starts at or before x
+        if x >= 0 and (x >= i or (s[x] == s[x + d] and s[x:i] == s[x + d:i + d])):
+            return _back(s, d, min(x, i)), n, d
         tries -= 1
         i = s.rfind(key, start, i + _ANCHOR - 1)
     return None
@@ -260,7 +280,7 @@ def _tail(s: bytes, max_p: int, k: int, min_len: int) -> tuple[int, int, int] | 
 
 
 class _Text:
-    """A text with its UTF-8 bytes, digit-masked bytes, and offset maps built only when needed."""
+    """A text with its UTF-8 bytes, digit-masked bytes, and the collapsed domain built only when needed."""
 
     def __init__(self, text: str):
         self.text = text
@@ -270,30 +290,27 @@ class _Text:
         self.has_digits = b"0" in masked
         self.masked = masked
         self._collapsed: bytes | None = None
-        self._runs: tuple[list[int], list[int]] | None = None
+        self._keep: np.ndarray | None = None
+        self._kept: np.ndarray | None = None
+        self._last = (0, 0)  # (byte offset on a character boundary, its character offset)
 
     @property
     def collapsed(self) -> bytes:
-        """Masked bytes with every run of digits reduced to one ``0``."""
+        """Masked bytes with every run of digits reduced to one ``0`` (one numpy pass)."""
         if self._collapsed is None:
-            m = self.masked
-            body = b"0".join(filter(None, m.split(b"0")))
-            self._collapsed = (b"0" if m[:1] == b"0" else b"") + body + (b"0" if m[-1:] == b"0" and body else b"")
+            m = np.frombuffer(self.masked, np.uint8)
+            other = m != 48
+            self._keep = np.concatenate(([True], other[1:] | other[:-1]))  # all but a 0 right after a 0
+            self._collapsed = m[self._keep].tobytes()
         return self._collapsed
 
     def from_collapsed(self, x: int) -> int:
         """Byte offset in the raw text of collapsed offset x (start of a collapsed digit run maps
-        to the start of the run; offsets after it skip the run's extra digits)."""
-        if self._runs is None:
-            starts, removed, total = [], [], 0
-            for mt in _ZERO_RUNS.finditer(self.masked):
-                starts.append(mt.start() - total)
-                total += mt.end() - mt.start() - 1
-                removed.append(total)
-            self._runs = (starts, removed)
-        starts, removed = self._runs
-        r = bisect_right(starts, x - 1)  # runs whose collapsed digit lies before x
-        return x + (removed[r - 1] if r else 0)
+        to the start of the run; offsets after it skip the run's extra digits). The table of kept
+        offsets is built once, in numpy, only for a text whose collapsed domain has a loop."""
+        if self._kept is None:
+            self._kept = np.flatnonzero(self._keep)
+        return int(self._kept[x]) if x < len(self._kept) else len(self.raw)
 
     def char(self, x: int, forward: bool) -> int:
         """Character offset of byte offset x, moved onto a character boundary."""
@@ -303,7 +320,12 @@ class _Text:
         step = 1 if forward else -1
         while 0 < x < len(raw) and raw[x] & 0xC0 == 0x80:
             x += step
-        return len(raw[:x].decode("utf-8", "surrogatepass"))
+        # decode on from the last offset asked for when x is past it (loops come in order), so a
+        # long text with many loops is decoded about once rather than once per loop
+        base, chars = self._last if self._last[0] <= x else (0, 0)
+        chars += len(raw[base:x].decode("utf-8", "surrogatepass"))
+        self._last = (x, chars)
+        return chars
 
 
 def _value_letters(unit: str) -> int:
