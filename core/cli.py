@@ -248,6 +248,38 @@ def cmd_pairs(args) -> int:
     return 0
 
 
+def cmd_review(args) -> int:
+    """Bulk decisions (audited like single ones), or the run's progress and agreement."""
+    from core.review import QueueFilter, agreement, bulk, progress
+
+    ws = open_workspace(args.workspace, create=False)
+    flt = QueueFilter.parse(args.filter or [], run=args.run)
+    if args.approve_all or args.reject_all:
+        if not args.reviewer:
+            raise WorkspaceError("--reviewer NAME is required for a bulk decision")
+        s = bulk(ws, flt, "approve" if args.approve_all else "reject", args.reviewer)
+        s["progress"] = progress(ws, args.run)
+        _emit(args, s, f"{'Approved' if args.approve_all else 'Rejected'} {s['decided']} of {s['matched']} matching pending pairs as {args.reviewer}"
+                       f" ({len(s['conflicts'])} changed meanwhile and were left).")
+        return 0
+    p, a = progress(ws, args.run), agreement(ws, args.run)
+    rate = "–" if a["override_rate"] is None else f"{a['override_rate']:.0%}"
+    _emit(args, {"progress": p, "agreement": a},
+          f"{p['done']} of {p['total']} pairs decided ({p['approved']} approved, {p['rejected']} rejected), {p['left']} left; "
+          f"humans overrode the judge on {rate} of decided pairs.")
+    return 0
+
+
+def cmd_export(args) -> int:
+    from core.export import ExportConfig, export_pairs
+
+    ws = open_workspace(args.workspace, create=False)
+    s = export_pairs(ws, args.out, ExportConfig(format=args.format, run=args.run, style=args.style, hub_repo=args.push_to_hub))
+    _emit(args, s, f"Exported {s['pairs']} approved pairs ({s['rejected_cut_at_limit']} rejected cut at the length limit) "
+                   f"as {s['format']} to {s['out']}" + (f", pushed to {s['pushed_to']}" if s["pushed_to"] else "") + ".")
+    return 0
+
+
 def cmd_resume(args) -> int:
     from core import jobs
     from core.sampling import run_summary
@@ -386,6 +418,23 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--max-pairs-per-item", type=int, default=2, help="most pairs per item (default 2)")
     sp.add_argument("--reference-as-chosen", action="store_true", help="use the reference when no candidate qualifies")
     sp.add_argument("--dry-run", action="store_true", help="only count what would be mined")
+
+    sp = command("review", cmd_review, "review pairs headless: bulk-approve/reject a filtered queue, or show progress and agreement")
+    sp.add_argument("--run", help="sampling run whose pairs are reviewed (default: all runs)")
+    sp.add_argument("--approve-all", action="store_true", help="approve every pending pair matching the filter")
+    sp.add_argument("--reject-all", action="store_true", help="reject every pending pair matching the filter")
+    sp.add_argument("--filter", action="append", metavar="KEY=VALUE",
+                    help="queue filter, repeatable: degenerate_only=true, close_calls=true, max_margin=0.1, overridden=true, "
+                         "reviewer=NAME, family=F, stage=S")
+    sp.add_argument("--reviewer", help="your name, recorded with every decision")
+
+    sp = command("export", cmd_export, "export approved pairs for training (TRL preference format, JSONL, Parquet, datasets folder)")
+    sp.add_argument("--run", help="only this sampling run's approved pairs (default: all)")
+    sp.add_argument("--format", choices=["trl", "jsonl", "parquet", "hf"], default="trl", help="output format (default trl)")
+    sp.add_argument("--out", required=True, help="output file (trl, jsonl, parquet) or folder (hf)")
+    sp.add_argument("--style", choices=["standard", "conversational"], default="standard",
+                    help="standard: the exact sampled prompt; conversational: messages for a model with a chat template")
+    sp.add_argument("--push-to-hub", metavar="REPO", help="hf format: also push to this hub repo (needs a token)")
 
     sp = command("resume", cmd_resume, "resume a run that was cancelled or died, without redoing finished items")
     sp.add_argument("run", help="run id")

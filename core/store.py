@@ -79,6 +79,15 @@ MIGRATIONS: list[list[str]] = [
             path VARCHAR NOT NULL, run_id VARCHAR NOT NULL, rows BIGINT, ingested_at TIMESTAMP,
             PRIMARY KEY (run_id, path))""",
     ],
+    # 4: review — a short lease so concurrent reviewers get different pairs, second reviews, undo
+    [
+        "ALTER TABLE pairs ADD COLUMN claimed_by VARCHAR",
+        "ALTER TABLE pairs ADD COLUMN claimed_at TIMESTAMP",
+        "ALTER TABLE pairs ADD COLUMN second_review BOOLEAN DEFAULT false",
+        "ALTER TABLE decisions ADD COLUMN round INTEGER DEFAULT 1",
+        "ALTER TABLE decisions ADD COLUMN undoes VARCHAR",
+        "ALTER TABLE audit_log ADD COLUMN decision_id VARCHAR",
+    ],
 ]
 SCHEMA_VERSION = len(MIGRATIONS)
 
