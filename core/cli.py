@@ -72,6 +72,7 @@ def cmd_demo(args) -> int:
     from tqdm import tqdm
 
     from core.demo_docs import build_demo_records
+    from core.demo_models import DEMO_MAX_ITEMS
     from core.importer import ImportFields, import_records, validate
 
     ws = open_workspace(args.workspace)
@@ -79,6 +80,7 @@ def cmd_demo(args) -> int:
         records = build_demo_records(
             seed=args.seed, n_train=args.n_train, n_validation=args.n_validation, n_test=args.n_test,
             noise=args.noise, images_dir=(ws.images_dir / "demo") if args.images else None,
+            max_items=DEMO_MAX_ITEMS,  # the demo models' context holds tables up to this size
         )
         bar.update()
     items = validate(((i, r) for i, r in enumerate(records, 1)), Path("<demo>"), ImportFields(), None)

@@ -1,0 +1,558 @@
+"""The embedded demo's tiny model families, built on CPU from a seed.
+
+Per family (GPT-2-, Llama- and Qwen2-shaped transformers configs of about 1–2M parameters):
+
+1. a byte-level BPE tokenizer trained locally with ``tokenizers`` (every digit its own token),
+   wrapped as a ``PreTrainedTokenizerFast`` (bos/eos ``<|endoftext|>``, pad ``<|pad|>``);
+2. *vanilla*: a fresh model pretrained briefly on generic pt_BR text (Faker prose, addresses,
+   lists of names and prices; not the task format) — through the same ``core.train.train_sft``;
+3. *SFT*: fine-tuned from vanilla on the demo task's train split with TRL's ``SFTTrainer``
+   (prompt = document text + instruction, completion = the JSON transcription), short documents
+   first, stopped inside the window where greedy decoding still loops on some held-out documents
+   (DESIGN.md, "What the demo experiment showed"): those loops are what the rest of the app mines;
+4. evaluation on the validation split under the default evaluation decoding (greedy,
+   ``max_new_tokens`` covering the longest reference plus a margin, saved as the model's
+   ``generation_config``): quality ((Levenshtein ratio + BLEU-4)/2, ``core.metrics``) and the
+   degeneration rate (``core.detect.analyze``).
+
+``build_demo_models`` writes ``<out>/<family>/{vanilla,sft}/`` (``save_pretrained``, loadable with
+``AutoModelForCausalLM``/``AutoTokenizer``), the runs' ``metrics.jsonl`` and ``<out>/manifest.json``.
+``register_demo_models`` puts them into a workspace's models table (family, stage, parent).
+
+Measured for the shipped build (seed 0, built with OMP_NUM_THREADS=1 on the shared 2-core box;
+100 validation documents, greedy, max_new_tokens 736; "hit limit" = no EOS before the limit):
+
+    family  params  SFT steps  quality  degenerate (core.detect)  hit limit  valid JSON
+    llama   1.18M   175        0.315    3/100                     31/100     13/100
+    qwen2   1.02M   200        0.360    10/100                    70/100     15/100
+    gpt2    1.12M   250        0.234    9/100                     78/100     22/100
+
+At this budget the models have learned the JSON layout and the vocabulary but do not yet copy
+values from the input; most outputs that hit the limit are item tables cycling over two or three
+invented rows, of which the detector counts only the strictly periodic tails. A rebuild with a
+different thread count changes float reductions and therefore the exact numbers.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import random
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+from core.demo_docs import PRODUCTS, build_demo_records, format_brl
+from core.prompts import DEFAULT_INSTRUCTION, build_prompt, completion_for
+from core.train import SFTRunConfig, train_sft
+
+__all__ = [
+    "DEFAULT_MODELS_DIR",
+    "DEMO_MAX_ITEMS",
+    "FAMILIES",
+    "DemoBuildConfig",
+    "FamilySpec",
+    "build_demo_models",
+    "evaluate_model",
+    "generate_greedy",
+    "load_manifest",
+    "make_model",
+    "register_demo_models",
+    "train_demo_tokenizer",
+    "vanilla_corpus",
+]
+
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+DEMO_MAX_ITEMS = 12  # invoice tables of the demo models' documents: 1..12 items
+EOS = "<|endoftext|>"
+PAD = "<|pad|>"
+
+
+# --------------------------------------------------------------------------- families
+
+
+@dataclass
+class FamilySpec:
+    """A model family: an architecture and its size, plus its SFT budget."""
+
+    name: str
+    model_type: str  # transformers config class key: gpt2, llama, qwen2
+    hidden_size: int = 128
+    num_layers: int = 4
+    num_heads: int = 4
+    num_kv_heads: int | None = None
+    intermediate_size: int = 512
+    sft_steps: int = 175  # inside the loop window (see module doc)
+    sft_learning_rate: float = 2e-3
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+FAMILIES: dict[str, FamilySpec] = {
+    "llama": FamilySpec("llama", "llama", hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=512, sft_steps=175),
+    "qwen2": FamilySpec("qwen2", "qwen2", hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=448, sft_steps=200),
+    "gpt2": FamilySpec("gpt2", "gpt2", hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, sft_steps=250),
+}
+
+
+def make_model(spec: FamilySpec, tokenizer, max_positions: int, seed: int = 0):
+    """A freshly initialised causal LM of the family's shape, sized to ``tokenizer``."""
+    import torch
+    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    ids = dict(
+        vocab_size=len(tokenizer),
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    if spec.model_type == "gpt2":
+        cfg = GPT2Config(
+            n_embd=spec.hidden_size, n_layer=spec.num_layers, n_head=spec.num_heads, n_inner=spec.intermediate_size,
+            n_positions=max_positions, tie_word_embeddings=True, resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0,
+            **ids,
+        )  # no dropout: at this size it only costs time (a quarter of GPT-2's CPU step) and slows learning
+        return GPT2LMHeadModel(cfg)
+    common = dict(
+        hidden_size=spec.hidden_size, num_hidden_layers=spec.num_layers, num_attention_heads=spec.num_heads,
+        num_key_value_heads=spec.num_kv_heads or spec.num_heads, intermediate_size=spec.intermediate_size,
+        max_position_embeddings=max_positions, tie_word_embeddings=True, **ids,
+    )
+    if spec.model_type == "llama":
+        return LlamaForCausalLM(LlamaConfig(**common))
+    if spec.model_type == "qwen2":
+        return Qwen2ForCausalLM(Qwen2Config(**common))
+    raise ValueError(f"unknown model_type {spec.model_type!r}")
+
+
+# --------------------------------------------------------------------------- build config
+
+
+@dataclass
+class DemoBuildConfig:
+    """How the demo families are built. Defaults are the shipped build."""
+
+    seed: int = field(default=0, metadata={"help": "Seed for documents, tokenizer corpus, weights and data order."})
+    families: list[str] = field(default_factory=lambda: list(FAMILIES), metadata={"help": "Families to build."})
+    vocab_size: int = field(default=1024, metadata={"help": "BPE vocabulary size (digits are always single tokens)."})
+    n_train: int = field(default=600, metadata={"help": "Demo train documents for SFT."})
+    n_validation: int = field(default=100, metadata={"help": "Validation documents for the quality/degeneration report."})
+    max_items: int = field(default=DEMO_MAX_ITEMS, metadata={"help": "Largest invoice table (items) of the build's documents."})
+    noise: float = field(default=0.3, metadata={"help": "OCR noise of the input text (0..1)."})
+    max_positions: int = field(default=1536, metadata={"help": "Context length of the models."})
+    n_vanilla_texts: int = field(default=2000, metadata={"help": "Generic pt_BR texts for vanilla pretraining."})
+    vanilla_steps: int = field(default=60, metadata={"help": "Vanilla pretraining steps."})
+    vanilla_max_length: int = field(default=128, metadata={"help": "Token length of vanilla pretraining examples."})
+    vanilla_learning_rate: float = field(default=3e-3, metadata={"help": "Vanilla pretraining learning rate."})
+    batch_size: int = field(default=8, metadata={"help": "Batch size of both stages."})
+    sft_lr_scheduler: str = field(default="constant_with_warmup", metadata={"help": "SFT learning-rate schedule (constant: a checkpoint at step s equals a run of s steps)."})
+    sft_steps: dict[str, int] | None = field(default=None, metadata={"help": "Per-family SFT steps overriding FAMILIES."})
+    eval_batch_size: int = field(default=20, metadata={"help": "Documents decoded together during evaluation."})
+    max_new_tokens: int | None = field(default=None, metadata={"help": "Evaluation limit; None = longest validation reference + 25%."})
+    spec_overrides: dict[str, dict] | None = field(default=None, metadata={"help": "Per-family FamilySpec field overrides (tests)."})
+
+    def spec(self, family: str) -> FamilySpec:
+        base = FAMILIES[family]
+        over = dict((self.spec_overrides or {}).get(family, {}))
+        if self.sft_steps and family in self.sft_steps:
+            over["sft_steps"] = self.sft_steps[family]
+        return dataclasses.replace(base, **over) if over else base
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+# --------------------------------------------------------------------------- data
+
+
+def demo_records(cfg: DemoBuildConfig) -> list[dict]:
+    """The build's documents (train + validation; no test split is used here)."""
+    return build_demo_records(
+        seed=cfg.seed, n_train=cfg.n_train, n_validation=cfg.n_validation, n_test=0,
+        noise=cfg.noise, max_items=cfg.max_items,
+    )
+
+
+def vanilla_corpus(n: int, seed: int = 0) -> list[str]:
+    """Generic pt_BR text: prose, addresses, lists of people/companies/products with prices and
+    dates. Deliberately not the task format (no key:value lines, no JSON)."""
+    from faker import Faker
+
+    fake = Faker("pt_BR")
+    fake.seed_instance(seed)
+    rng = random.Random(seed)
+    out: list[str] = []
+    for i in range(n):
+        k = i % 6
+        if k == 0:
+            out.append(fake.text(max_nb_chars=rng.choice([200, 300, 400])))
+        elif k == 1:
+            out.append(f"{fake.name()} mora em {fake.address()}. Telefone {fake.phone_number()}.")
+        elif k == 2:
+            names = [fake.name() if rng.random() < 0.5 else fake.company() for _ in range(rng.randint(3, 8))]
+            out.append("Lista: " + "; ".join(names) + ".")
+        elif k == 3:
+            items = [f"{rng.choice(PRODUCTS)} por R$ {format_brl(rng.uniform(0.5, 300))}" for _ in range(rng.randint(2, 6))]
+            out.append("Compramos " + ", ".join(items) + f" em {fake.date(pattern='%d/%m/%Y')}.")
+        elif k == 4:
+            out.append(
+                f"A empresa {fake.company()} (CNPJ {fake.cnpj()}) fica em {fake.city()} - {fake.estado_sigla()}, "
+                f"CEP {fake.postcode()}. {fake.sentence()}"
+            )
+        else:
+            out.append(f"{fake.name()}, CPF {fake.cpf()}, nasceu em {fake.date(pattern='%d/%m/%Y')}. {fake.paragraph()}")
+    return out
+
+
+def train_demo_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
+    """Byte-level BPE with every digit its own token, as a ``PreTrainedTokenizerFast``."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.Digits(individual_digits=True), pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    )
+    tok.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=vocab_size, special_tokens=[EOS, PAD], min_frequency=2,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False,
+    )
+    tok.train_from_iterator(list(texts), trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok, bos_token=EOS, eos_token=EOS, unk_token=None, pad_token=PAD,
+        clean_up_tokenization_spaces=False, model_max_length=4096,
+    )
+
+
+def curriculum(records: Sequence[dict], n_examples: int, seed: int, tokenizer=None) -> list[dict]:
+    """Training order: one pass short documents first (by length), then shuffled passes, cut to
+    ``n_examples`` (= steps x batch)."""
+    rng = random.Random(seed)
+    first = sorted(records, key=lambda r: (len(r["text"]) + len(r["reference"]), r["id"]))
+    out = list(first)
+    while len(out) < n_examples:
+        more = list(records)
+        rng.shuffle(more)
+        out.extend(more)
+    return out[:n_examples]
+
+
+# --------------------------------------------------------------------------- generation + evaluation
+
+
+def generate_greedy(
+    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 20,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict]:
+    """Greedy completions of ``prompts`` (batched, left padding). Each result has ``text`` (the
+    completion, decoded without special tokens), ``finish_reason`` ("stop" = EOS emitted,
+    "length" = hit ``max_new_tokens``) and ``n_tokens``. Order follows ``prompts``."""
+    import torch
+
+    tokenizer.padding_side = "left"
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    results: list[dict | None] = [None] * len(prompts)
+    eos = tokenizer.eos_token_id
+    model.eval()
+    for b in range(0, len(order), batch_size):
+        idx = order[b : b + batch_size]
+        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos,
+                pad_token_id=tokenizer.pad_token_id, num_beams=1,
+            )
+        gen = out[:, enc["input_ids"].shape[1] :]
+        for row, i in zip(gen.tolist(), idx):
+            if eos in row:
+                cut = row.index(eos)
+                toks, reason = row[:cut], "stop"
+            else:
+                toks = [t for t in row if t != tokenizer.pad_token_id]
+                reason = "length" if len(toks) >= max_new_tokens else "stop"
+            results[i] = {
+                "text": tokenizer.decode(toks, skip_special_tokens=True),
+                "finish_reason": reason,
+                "n_tokens": len(toks),
+            }
+        if progress:
+            progress(len(idx))
+    return results  # type: ignore[return-value]
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (0.0, 1.0)
+    p = k / n
+    den = 1 + z * z / n
+    c = (p + z * z / (2 * n)) / den
+    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, c - h), min(1.0, c + h))
+
+
+def evaluate_model(
+    model, tokenizer, records: Sequence[dict], *, max_new_tokens: int, batch_size: int = 20,
+    instruction: str = DEFAULT_INSTRUCTION, progress: Callable[[int], None] | None = None,
+    keep_outputs: bool = False,
+) -> dict:
+    """Quality and degeneration rate of greedy outputs on ``records`` (items with a reference)."""
+    from core.detect import analyze
+    from core.metrics import quality
+
+    prompts = [build_prompt(r["text"], instruction) for r in records]
+    outs = generate_greedy(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    qs, degen, lengths, valid_json = [], [], [], 0
+    rows = []
+    for r, o in zip(records, outs):
+        text = o["text"].strip()
+        q = quality(text, r["reference"])
+        d = bool(analyze(o["text"], o["finish_reason"]).degenerate)
+        try:
+            json.loads(text)
+            valid_json += 1
+        except ValueError:
+            pass
+        qs.append(q)
+        degen.append(d)
+        lengths.append(o["n_tokens"])
+        rows.append({"id": r["id"], "n_items": r.get("n_items"), "quality": round(q, 4), "degenerate": d, **o})
+    n = len(records)
+    k = sum(degen)
+    lo, hi = wilson_interval(k, n)
+    summary = {
+        "n": n,
+        "quality": round(sum(qs) / n, 4) if n else None,
+        "quality_non_degenerate": round(sum(q for q, d in zip(qs, degen) if not d) / max(1, n - k), 4),
+        "degenerate": k,
+        "degeneration_rate": round(k / n, 4) if n else None,
+        "degeneration_ci95": [round(lo, 4), round(hi, 4)],
+        "hit_limit": sum(o["finish_reason"] == "length" for o in outs),
+        "valid_json": valid_json,
+        "mean_new_tokens": round(sum(lengths) / n, 1) if n else None,
+        "decoding": {"do_sample": False, "max_new_tokens": max_new_tokens},
+    }
+    if keep_outputs:
+        summary["outputs"] = rows
+    return summary
+
+
+# --------------------------------------------------------------------------- build
+
+
+def _bar(total: int, desc: str, disable: bool):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, disable=disable, unit="step", dynamic_ncols=True)
+
+
+def _save_generation_config(path: Path, tokenizer, max_new_tokens: int) -> None:
+    from transformers import GenerationConfig
+
+    GenerationConfig(
+        do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id,
+    ).save_pretrained(str(path))
+
+
+def _dir_mb(path: Path) -> float:
+    return round(sum(p.stat().st_size for p in Path(path).rglob("*") if p.is_file()) / 1e6, 2)
+
+
+def build_demo_models(
+    out_dir: Path | str | None = None,
+    config: DemoBuildConfig | None = None,
+    *,
+    quiet: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict:
+    """Build every family of ``config`` into ``out_dir`` and return the manifest (also written
+    to ``<out_dir>/manifest.json``; an existing manifest's other families are kept)."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # one tqdm bar per family instead of load/save bars
+    cfg = config or DemoBuildConfig()
+    out = Path(out_dir) if out_dir is not None else DEFAULT_MODELS_DIR
+    out.mkdir(parents=True, exist_ok=True)
+    say = log or (lambda s: None if quiet else print(s, file=sys.stderr, flush=True))
+    unknown = [f for f in cfg.families if f not in FAMILIES]
+    if unknown:
+        raise ValueError(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
+    t_all = time.time()
+
+    records = demo_records(cfg)
+    train = [r for r in records if r["split"] == "train"]
+    val = [r for r in records if r["split"] == "validation"]
+    corpus = vanilla_corpus(cfg.n_vanilla_texts, cfg.seed)
+    tokenizer = train_demo_tokenizer(
+        corpus + [r["text"] for r in train] + [r["reference"] for r in train], cfg.vocab_size
+    )
+    ref_tokens = max(len(tokenizer(completion_for(r["reference"]), add_special_tokens=False)["input_ids"]) for r in val)
+    max_new = cfg.max_new_tokens or int(math.ceil(ref_tokens * 1.25 / 32) * 32)
+
+    header = {"seed": cfg.seed, "build_config": cfg.to_dict(), "max_new_tokens": max_new}
+    built: dict[str, dict] = {}
+
+    for family in cfg.families:
+        spec = cfg.spec(family)
+        fam_dir = out / family
+        if fam_dir.exists():
+            shutil.rmtree(fam_dir)
+        t_fam = time.time()
+        # vanilla
+        model = make_model(spec, tokenizer, cfg.max_positions, seed=cfg.seed)
+        n_params = sum(p.numel() for p in model.parameters())
+        vcfg = SFTRunConfig(
+            learning_rate=cfg.vanilla_learning_rate, max_steps=cfg.vanilla_steps,
+            per_device_train_batch_size=cfg.batch_size, max_length=cfg.vanilla_max_length,
+            warmup_steps=min(10, cfg.vanilla_steps // 5), seed=cfg.seed, logging_steps=10, device="cpu",
+        )
+        total = cfg.vanilla_steps + spec.sft_steps + len(val)
+        with _bar(total, f"{family}", quiet) as bar:
+            bar.set_postfix_str("vanilla")
+            last = [0]
+
+            def step(s: int, _m: int, last=last, bar=bar) -> None:
+                bar.update(s - last[0])
+                last[0] = s
+
+            train_sft(
+                vcfg, [{"text": t} for t in corpus], fam_dir / "vanilla", model=model, tokenizer=tokenizer,
+                run_dir=fam_dir / "runs" / "vanilla", progress=step,
+            )
+            _save_generation_config(fam_dir / "vanilla", tokenizer, max_new)
+            # SFT from vanilla
+            last[0] = 0
+            bar.set_postfix_str("sft")
+            scfg = SFTRunConfig(
+                learning_rate=spec.sft_learning_rate, max_steps=spec.sft_steps,
+                per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_positions,
+                warmup_steps=10, lr_scheduler_type=cfg.sft_lr_scheduler, seed=cfg.seed, shuffle=False, logging_steps=10, device="cpu",
+            )
+            ordered = curriculum(train, spec.sft_steps * cfg.batch_size, cfg.seed)
+            model = AutoModelForCausalLM.from_pretrained(str(fam_dir / "vanilla"), dtype=torch.float32)
+            res = train_sft(
+                scfg, ordered, fam_dir / "sft", model=model, tokenizer=tokenizer,
+                run_dir=fam_dir / "runs" / "sft", progress=step,
+            )
+            _save_generation_config(fam_dir / "sft", tokenizer, max_new)
+            # evaluate the saved SFT model, as others will load it
+            bar.set_postfix_str("eval")
+            sft_model = AutoModelForCausalLM.from_pretrained(str(fam_dir / "sft"), dtype=torch.float32)
+            sft_tok = AutoTokenizer.from_pretrained(str(fam_dir / "sft"))
+            ev = evaluate_model(
+                sft_model, sft_tok, val, max_new_tokens=max_new, batch_size=cfg.eval_batch_size,
+                progress=bar.update, keep_outputs=True,
+            )
+        outputs = ev.pop("outputs")
+        with (fam_dir / "runs" / "sft" / "validation_outputs.jsonl").open("w", encoding="utf-8") as fh:
+            for row in outputs:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+        (fam_dir / "runs" / "sft" / "evaluation.json").write_text(json.dumps(ev, indent=2))
+        for sub in ("vanilla", "sft"):
+            shutil.rmtree(fam_dir / sub / "trainer", ignore_errors=True)
+        entry = {
+            "family": family,
+            "architecture": spec.model_type,
+            "spec": spec.to_dict(),
+            "n_params": n_params,
+            "vanilla": {"path": f"{family}/vanilla", "name": f"demo-{family}-vanilla", "size_mb": _dir_mb(fam_dir / "vanilla")},
+            "sft": {
+                "path": f"{family}/sft", "name": f"demo-{family}-sft", "parent": f"demo-{family}-vanilla",
+                "steps": res.global_step, "train_loss": res.train_loss, "size_mb": _dir_mb(fam_dir / "sft"),
+            },
+            "validation": ev,
+            "build_seconds": round(time.time() - t_fam, 1),
+        }
+        built[family] = entry
+        _update_manifest(out, header, {family: entry})
+        say(
+            f"{family:<6} {spec.model_type} {n_params / 1e6:.2f}M params  SFT {res.global_step} steps  "
+            f"validation quality {ev['quality']:.3f}  degeneration {ev['degenerate']}/{ev['n']} "
+            f"({100 * ev['degeneration_rate']:.1f}%, 95% CI {100 * ev['degeneration_ci95'][0]:.1f}–"
+            f"{100 * ev['degeneration_ci95'][1]:.1f}%)  valid JSON {ev['valid_json']}/{ev['n']}  "
+            f"[{entry['build_seconds']:.0f}s]"
+        )
+    return _update_manifest(out, {**header, "build_seconds": round(time.time() - t_all, 1)}, {})
+
+
+def _update_manifest(out: Path, header: dict, families: dict) -> dict:
+    """Merge into ``<out>/manifest.json`` under a lock, so builds of different families can run
+    side by side into one folder."""
+    import fcntl
+    import hashlib
+    import tempfile
+
+    key = hashlib.sha1(str(out.resolve()).encode()).hexdigest()[:16]
+    with open(Path(tempfile.gettempdir()) / f"loopbreak-manifest-{key}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        manifest = load_manifest(out) or {}
+        manifest.update(header)
+        manifest.setdefault("families", {}).update(families)
+        tmp = out / "manifest.json.tmp"
+        tmp.write_text(json.dumps(manifest, indent=2, ensure_ascii=False))
+        tmp.replace(out / "manifest.json")
+    return manifest
+
+
+def load_manifest(models_dir: Path | str | None = None) -> dict | None:
+    p = Path(models_dir if models_dir is not None else DEFAULT_MODELS_DIR) / "manifest.json"
+    if not p.exists():
+        return None
+    return json.loads(p.read_text())
+
+
+def _family_present(models_dir: Path, family: str) -> bool:
+    return all((models_dir / family / st / "config.json").exists() for st in ("vanilla", "sft"))
+
+
+def register_demo_models(ws, models_dir: Path | str | None = None, *, build_missing: bool = True, quiet: bool = False) -> list[str]:
+    """Register every demo family's vanilla and SFT model in the workspace's models table
+    (family, stage, parent = the vanilla model for SFT). Builds them first if they are missing.
+    Returns the registered names."""
+    from core.store import register_model
+
+    models_dir = Path(models_dir) if models_dir is not None else DEFAULT_MODELS_DIR
+    manifest = load_manifest(models_dir)
+    listed = list((manifest or {}).get("families", {}) or FAMILIES)
+    families = [f for f in FAMILIES if f in listed] + [f for f in listed if f not in FAMILIES]
+    missing = [f for f in families if not _family_present(models_dir, f)]
+    if missing or manifest is None:
+        if not build_missing:
+            raise FileNotFoundError(f"demo models missing in {models_dir}: {', '.join(missing or families)}")
+        cfg = DemoBuildConfig(families=missing or families)
+        if manifest and manifest.get("build_config"):
+            known = {f.name for f in dataclasses.fields(DemoBuildConfig)}
+            cfg = DemoBuildConfig(**{k: v for k, v in manifest["build_config"].items() if k in known})
+            cfg.families = missing or families
+        build_demo_models(models_dir, cfg, quiet=quiet)
+        manifest = load_manifest(models_dir) or {"families": {}}
+    names: list[str] = []
+    cur = ws.cursor()
+    try:
+        for family in families:
+            entry = manifest["families"].get(family, {})
+            vname, sname = f"demo-{family}-vanilla", f"demo-{family}-sft"
+            common = {"architecture": entry.get("architecture"), "n_params": entry.get("n_params"), "demo": True}
+            names.append(register_model(
+                cur, name=vname, path=str((models_dir / family / "vanilla").resolve()), family=family, stage="vanilla",
+                parent=None, config=common,
+            ))
+            names.append(register_model(
+                cur, name=sname, path=str((models_dir / family / "sft").resolve()), family=family, stage="sft",
+                parent=vname, config={**common, "sft_steps": entry.get("sft", {}).get("steps"), "validation": entry.get("validation")},
+            ))
+    finally:
+        try:
+            cur.close()
+        except Exception:
+            pass
+    return names
