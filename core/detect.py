@@ -296,9 +296,18 @@ class _Text:
 
     @property
     def collapsed(self) -> bytes:
-        """Masked bytes with every run of digits reduced to one ``0`` (one numpy pass)."""
+        """Masked bytes with every number reduced to one ``0`` (one numpy pass).
+
+        A number is a digit run with its inner separators: ``1.400,00`` and ``10,00`` both become
+        ``0``, so rows whose amounts change magnitude still read as the same template.
+        """
         if self._collapsed is None:
-            m = np.frombuffer(self.masked, np.uint8)
+            m = np.frombuffer(self.masked, np.uint8).copy()
+            if len(m) > 2:
+                inner = m[1:-1]
+                inner[((inner == 44) | (inner == 46)) & (m[:-2] == 48) & (m[2:] == 48)] = 48
+                if m[-1] in (44, 46) and m[-2] == 48:  # cut at the limit inside a number ("12,")
+                    m[-1] = 48
             other = m != 48
             self._keep = np.concatenate(([True], other[1:] | other[:-1]))  # all but a 0 right after a 0
             self._collapsed = m[self._keep].tobytes()

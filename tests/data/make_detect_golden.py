@@ -87,6 +87,14 @@ case("CSV row, quantity counting, to the limit", "templated", csv[:-5], "length"
 loop = "".join(f"| Parafuso sextavado | {q} | 12,50 |\n" for q in range(3, 25))
 case("templated rows that ended, stopped", "templated", rows + loop + "\nTotal geral: 1.234,00", "stop", False, True, len(rows), 35)
 loop = ",".join(item("Parafuso sextavado", q, 12.50) for q in range(3, 40))
+# What the demo SFT models really emit: amounts change magnitude (10,00 / 1.400,00) and sizes change unit.
+sizes, amounts = ["5mm", "50mm", "5mm", "50mm"], ["1,66", "10,60", "1.400,00", "10,00"]
+fita = ",".join(
+    '{"descricao":"Fita veda rosca %s","quantidade":%d,"valor_unitario":"%s","total":"%s"}'
+    % (sizes[i % 4], (2, 20, 200)[i % 3], amounts[i % 2], amounts[2 if i % 3 == 0 or i % 7 == 0 else 3]) for i in range(30)
+)
+case("JSON rows, sizes and amounts of varying magnitude, cut inside a number", "templated",
+     body + fita[: fita.rindex('"1,66') + 4], "length", True, True, len(body), 95)
 case("JSON templated loop to the very end, finish unknown", "templated", body + loop, None, True, True, len(body), 90)
 case("templated loop, finish repetition", "templated", body + loop[:-3], "repetition", True, True, len(body), 90)
 
