@@ -35,13 +35,14 @@ def main() -> None:
     args = ap.parse_args()
 
     from core.demo_docs import build_demo_records
+    from core.demo_models import DEMO_MAX_ITEMS
     from core.detect import analyze
     from core.prompts import build_prompt
     from core.sampling import DecodingConfig, TransformersSampler, item_seed, requests_for
 
     sampler = TransformersSampler(str(args.model), device="cpu")
     max_new = args.max_new_tokens or sampler.model.generation_config.max_new_tokens or 768
-    records = build_demo_records(seed=1, n_train=0, n_validation=200, n_test=0)
+    records = build_demo_records(seed=1, n_train=0, n_validation=200, n_test=0, max_items=DEMO_MAX_ITEMS)
     records = sorted(records, key=lambda r: -r["n_items"])[: args.items]
     print(f"model {args.model}; {len(records)} documents with {records[-1]['n_items']}–{records[0]['n_items']} items; "
           f"greedy + {args.n} samples; max_new_tokens {max_new}")
