@@ -14,6 +14,7 @@ pages = [
     st.Page("views/sample.py", title="Sample", icon=":material/casino:"),
     st.Page("views/judge.py", title="Judge", icon=":material/gavel:"),
     st.Page("views/review.py", title="Review", icon=":material/rate_review:"),
+    st.Page("views/train.py", title="Train", icon=":material/model_training:"),
     st.Page("views/candidates.py", title="Candidates", icon=":material/table_rows:"),
     st.Page("views/inspect.py", title="Inspect", icon=":material/search:"),
 ]

@@ -28,3 +28,32 @@ def score_by_loop(df) -> go.Figure:
                    color_discrete_map={"clean": "#546e7a", "loop inside": "#ffb300", "degenerate": "#e65100"})
     fig.update_layout(height=300, margin=dict(l=10, r=10, t=10, b=10), showlegend=False, yaxis_range=[-0.02, 1.02])
     return fig
+
+
+TRAIN_PANELS = (
+    ("Loss", ["loss"]),
+    ("Reward margin", ["rewards/margins"]),
+    ("Reward accuracy", ["rewards/accuracies"]),
+    ("Log-probs", ["logps/chosen", "logps/rejected"]),
+    ("Learning rate", ["learning_rate"]),
+    ("Grad norm", ["grad_norm"]),
+)
+
+
+def training_curves(rows: list[dict]) -> go.Figure:
+    """A training run's logged metrics against the step, one panel each (SFT runs leave the DPO ones empty)."""
+    from plotly.subplots import make_subplots
+
+    rows = [r for r in rows if "loss" in r and "step" in r]
+    fig = make_subplots(rows=2, cols=3, subplot_titles=[t for t, _ in TRAIN_PANELS], horizontal_spacing=0.06, vertical_spacing=0.16)
+    colors = {"logps/chosen": "#2e7d32", "logps/rejected": "#e65100"}
+    for i, (_, keys) in enumerate(TRAIN_PANELS):
+        for key in keys:
+            pts = [(r["step"], r[key]) for r in rows if isinstance(r.get(key), (int, float))]
+            if pts:
+                fig.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers", name=key.split("/")[-1],
+                                         line=dict(color=colors.get(key, "#546e7a")), marker=dict(size=4),
+                                         showlegend=key in colors), row=i // 3 + 1, col=i % 3 + 1)
+    fig.update_layout(height=460, margin=dict(l=10, r=10, t=30, b=10), legend=dict(orientation="h", y=-0.08))
+    fig.update_xaxes(title_text="step", row=2)
+    return fig

@@ -24,7 +24,10 @@ def _emit(args, summary: dict, human: str) -> None:
 
 
 def cmd_status(args) -> int:
+    from core import jobs
+
     ws = open_workspace(args.workspace)
+    jobs.sync_runs(ws)  # ingest finished jobs (and register models that train jobs saved)
     c = counts(ws.cursor())
     lines = [f"workspace {ws.root}"] + [f"  {k:<18} {v}" for k, v in c.items()]
     _emit(args, {"workspace": str(ws.root), **c}, "\n".join(lines))
@@ -303,6 +306,60 @@ def cmd_cancel(args) -> int:
     return 0 if ok else 1
 
 
+def cmd_train(args) -> int:
+    """Train DPO or SFT as a background job, follow it, and register the model it saves."""
+    from core.train_jobs import TrainJobConfig, finish_training, start_training, training_summary
+
+    ws = open_workspace(args.workspace, create=False)
+    params = {name: getattr(args, f"p_{name}") for name in _train_fields(args.method) if getattr(args, f"p_{name}") is not None}
+    cfg = TrainJobConfig(method=args.method, base=args.base, pairs=args.pairs, sft_source=args.source,
+                         dataset=args.dataset, split=args.split, name=args.name, params=params)
+    run_id = start_training(ws, cfg, launch=not args.prepare_only)
+    if args.prepare_only:
+        job_dir = ws.jobs_dir / run_id
+        _emit(args, {"run_id": run_id, "status": "queued", "job_dir": str(job_dir)},
+              f"Prepared {run_id}. Run it, e.g. on several GPUs:\n  accelerate launch --num_processes N -m core job run {job_dir}\n"
+              "The app (or `loopbreak status`) registers the model once it is done.")
+        return 0
+    _follow(ws, run_id, args.json)
+    finish_training(ws, run_id)
+    s = training_summary(ws, run_id)
+    m = s["model"] or {}
+    for w in s["warnings"]:
+        print(f"warning: {w}", file=sys.stderr)
+    return _job_result(
+        args, ws, run_id, s,
+        f"Run {run_id}: {s['result'].get('global_step', 0)} steps, final loss {s['result'].get('train_loss')}; "
+        f"registered {m.get('name')} ({m.get('family') or '?'} · {m.get('stage')}) at {m.get('path')}.",
+    )
+
+
+def _train_fields(method: str) -> dict:
+    import dataclasses
+
+    from core.train import DPORunConfig, SFTRunConfig
+
+    return {f.name: f for f in dataclasses.fields(DPORunConfig if method == "dpo" else SFTRunConfig)}
+
+
+def _flag_type(f):
+    """argparse type for a config field from its annotation (strings: `from __future__ import annotations`)."""
+    t = str(f.type)
+
+    def opt(conv):
+        return lambda v: None if v.lower() in ("none", "null", "") else conv(v)
+
+    def boolean(v: str) -> bool:
+        if v.lower() in ("1", "true", "yes", "on"):
+            return True
+        if v.lower() in ("0", "false", "no", "off"):
+            return False
+        raise argparse.ArgumentTypeError(f"not a boolean: {v!r}")
+
+    conv = boolean if t.startswith("bool") else int if t.startswith("int") else float if t.startswith("float") else str
+    return opt(conv) if "None" in t else conv
+
+
 def cmd_job_run(args) -> int:
     """The worker's entry point; also runs a spec headless on any machine or scheduler."""
     from core.jobs import run_job
@@ -437,6 +494,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--style", choices=["standard", "conversational"], default="standard",
                     help="standard: the exact sampled prompt; conversational: messages for a model with a chat template")
     sp.add_argument("--push-to-hub", metavar="REPO", help="hf format: also push to this hub repo (needs a token)")
+
+    sp = sub.add_parser("train", help="train a DPO or SFT stage on approved pairs (or references) as a background job; "
+                        "registers the new model")
+    train_sub = sp.add_subparsers(dest="method", required=True, metavar="dpo|sft")
+    for method, text in (("dpo", "DPO on approved pairs (a run or an export)"), ("sft", "SFT on the pairs' chosen texts or a dataset's references")):
+        tp = train_sub.add_parser(method, help=text, description=text)
+        tp.set_defaults(func=cmd_train)
+        tp.add_argument("--workspace", "-w", help="workspace folder (default: $LOOPBREAK_WORKSPACE or ./workspace)")
+        tp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+        tp.add_argument("--base", required=True, help="base model: a registered name or a local model folder")
+        tp.add_argument("--pairs", help="approved pairs: a sampling run id, or an export file / hf folder")
+        tp.add_argument("--name", help="name to register the new model under (default: the run id)")
+        tp.add_argument("--source", choices=["chosen", "references"], default="chosen", help="sft: train on the chosen texts or references")
+        tp.add_argument("--dataset", help="sft --source references: the dataset")
+        tp.add_argument("--split", default="train", help="sft --source references: the split (default train)")
+        tp.add_argument("--prepare-only", action="store_true",
+                        help="write the job folder and stop: run it yourself, e.g. `accelerate launch -m core job run DIR` on GPUs")
+        for name, f in _train_fields(method).items():
+            if name == "instruction":
+                continue
+            alias = {"num_train_epochs": ["--epochs"], "per_device_train_batch_size": ["--batch-size"], "learning_rate": ["--lr"]}
+            tp.add_argument(f"--{name.replace('_', '-')}", *alias.get(name, []), dest=f"p_{name}", type=_flag_type(f), default=None,
+                            metavar=str(f.type).split(" ")[0].upper(),
+                            help=f"{f.metadata.get('help', '')} (default {f.default!r})".replace("%", "%%"))
+        tp.set_defaults(p_instruction=None)
 
     sp = command("resume", cmd_resume, "resume a run that was cancelled or died, without redoing finished items")
     sp.add_argument("run", help="run id")

@@ -46,6 +46,12 @@ FINAL = ("done", "failed", "cancelled")
 JOB_KINDS: dict[str, str] = {
     "sample": "core.sampling:run_sample_job",
     "judge": "core.judge:run_judge_job",
+    "train": "core.train_jobs:run_train_job",
+}
+
+# kind -> "module:function(ws, run_id)" the writer calls once a job of that kind ends done (idempotent).
+ON_DONE: dict[str, str] = {
+    "train": "core.train_jobs:finish_training",
 }
 
 # Shard name prefix -> the table its rows go into.
@@ -335,8 +341,22 @@ def sync_runs(ws: Workspace, run_ids: list[str] | None = None) -> list[JobState]
                 "UPDATE runs SET status = ?, error = coalesce(?, error), finished_at = ? WHERE run_id = ?",
                 [status, state.error, now(), run_id],
             )
+            if status == "done":
+                _on_done(ws, run_id)
         states.append(state)
     return states
+
+
+def _on_done(ws: Workspace, run_id: str) -> None:
+    """The kind's ON_DONE hook (e.g. registering a trained model); its failure becomes the run's error."""
+    row = ws.cursor().execute("SELECT kind FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    if not row or row[0] not in ON_DONE:
+        return
+    module, func = ON_DONE[row[0]].split(":")
+    try:
+        getattr(importlib.import_module(module), func)(ws, run_id)
+    except Exception as e:
+        ws.cursor().execute("UPDATE runs SET error = ? WHERE run_id = ?", [f"after the job: {type(e).__name__}: {e}", run_id])
 
 
 def wait(ws: Workspace, run_id: str, on_progress: Callable[[dict], None] | None = None, poll_s: float = 0.5) -> JobState:

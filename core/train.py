@@ -140,7 +140,7 @@ def _callback_classes() -> dict[str, type]:
             self.t0 = time.time()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs:
+            if not logs or not state.is_world_process_zero:
                 return
             row = {"step": state.global_step, "epoch": state.epoch, "time_s": round(time.time() - self.t0, 3)}
             for k, v in logs.items():
@@ -159,12 +159,23 @@ def _callback_classes() -> dict[str, type]:
         def on_step_end(self, args, state, control, **kwargs):
             self.fn(state.global_step, state.max_steps)
 
-    _CALLBACKS.update(MetricsJsonlCallback=MetricsJsonlCallback, ProgressCallback=ProgressCallback)
+    class LogHookCallback(TrainerCallback):
+        """Calls ``fn(step, logs)`` on every log event (e.g. a job writing ``train_metrics`` shards)."""
+
+        def __init__(self, fn: Callable[[int, dict], None]):
+            self.fn = fn
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if logs and state.is_world_process_zero:  # one writer when run on several GPUs
+                self.fn(state.global_step, dict(logs))
+
+    _CALLBACKS.update(MetricsJsonlCallback=MetricsJsonlCallback, ProgressCallback=ProgressCallback,
+                      LogHookCallback=LogHookCallback)
     return _CALLBACKS
 
 
 def __getattr__(name: str):  # lazy: core.train.MetricsJsonlCallback, core.train.ProgressCallback
-    if name in ("MetricsJsonlCallback", "ProgressCallback"):
+    if name in ("MetricsJsonlCallback", "ProgressCallback", "LogHookCallback"):
         return _callback_classes()[name]
     raise AttributeError(name)
 
@@ -367,3 +378,301 @@ def train_sft(
         train_loss=float(out.training_loss) if out.training_loss is not None else None,
         runtime_s=round(runtime, 2),
     )
+
+
+# --------------------------------------------------------------------------- DPO
+
+# Loss name (UI/CLI) -> TRL 1.16 ``loss_type`` list. RPO is sigmoid DPO plus an SFT (NLL) term on the
+# chosen completion, weighted by ``rpo_weight`` (TRL 1.16 dropped ``rpo_alpha``).
+DPO_LOSSES: dict[str, list[str]] = {
+    "sigmoid": ["sigmoid"],
+    "ipo": ["ipo"],
+    "rpo": ["sigmoid", "sft"],
+    "robust": ["robust"],
+    "hinge": ["hinge"],
+    "apo_zero": ["apo_zero"],
+    "apo_down": ["apo_down"],
+    "sppo_hard": ["sppo_hard"],
+    "nca_pair": ["nca_pair"],
+    "bco_pair": ["bco_pair"],
+    "exo_pair": ["exo_pair"],
+    "discopop": ["discopop"],
+    "sigmoid_norm": ["sigmoid_norm"],
+}
+
+
+@dataclass
+class DPORunConfig(TrainRunConfig):
+    """Preference optimisation on chosen/rejected pairs with TRL's DPOTrainer (defaults: the demo run)."""
+
+    learning_rate: float = _f(5e-5, "Peak learning rate of AdamW (DPO wants far less than SFT; too high drives chosen log-probs down).")
+    max_steps: int = _f(-1, "Optimizer steps to run; -1 to use num_train_epochs instead.")
+    num_train_epochs: float = _f(2.0, "Passes over the pairs when max_steps is -1.")
+    per_device_train_batch_size: int = _f(8, "Pairs per optimizer step per device (before accumulation).")
+    warmup_steps: int = _f(0, "Linear warm-up steps at the start of the schedule.")
+    logging_steps: int = _f(1, "Log loss, rewards and log-probs every this many steps (to metrics.jsonl, charted live).")
+    loss: str = _f("sigmoid", "DPO loss: sigmoid, ipo, rpo (sigmoid + SFT term), robust, hinge, apo_zero, apo_down, sppo_hard, nca_pair, bco_pair, exo_pair, discopop, sigmoid_norm.")
+    beta: float = _f(0.5, "β: how far the policy may move from the reference (higher = closer); τ for IPO.")
+    rpo_weight: float = _f(1.0, "RPO only: weight of the SFT (NLL on chosen) term next to the sigmoid term's 1.0.")
+    label_smoothing: float = _f(0.0, "Robust DPO: probability a preference label is flipped, in [0, 0.5).")
+    precompute_ref_log_probs: bool = _f(True, "Compute the reference log-probs once before training (≈1.4x faster; no reference model in memory); falls back when unsupported.")
+    precompute_ref_batch_size: int | None = _f(None, "Batch size of that precompute pass; None = the training batch size.")
+    merge_lora: bool = _f(True, "LoRA: merge the adapters into the base weights when saving; False saves the adapters only.")
+    save_steps: int = _f(0, "Save a checkpoint every this many steps (the last one is kept; a cancelled run leaves it); 0 = only the final model.")
+
+
+def dpo_loss_kwargs(config: DPORunConfig) -> dict:
+    """``loss_type`` / ``loss_weights`` for TRL from the config's loss name; raises ValueError on an unknown one."""
+    loss = config.loss.strip().lower()
+    if loss not in DPO_LOSSES:
+        raise ValueError(f"unknown DPO loss {config.loss!r}: use one of {', '.join(DPO_LOSSES)}")
+    kw: dict = {"loss_type": list(DPO_LOSSES[loss])}
+    if loss == "rpo":
+        kw["loss_weights"] = [1.0, float(config.rpo_weight)]
+    return kw
+
+
+def validate_dpo_config(config: DPORunConfig) -> None:
+    """Bad values fail before any model is loaded, with the field named."""
+    dpo_loss_kwargs(config)
+    _validate_common(config)
+    if not config.beta > 0:
+        raise ValueError(f"beta must be > 0 (got {config.beta})")
+    if config.loss == "rpo" and config.rpo_weight < 0:
+        raise ValueError(f"rpo_weight must be ≥ 0 (got {config.rpo_weight})")
+    if not 0 <= config.label_smoothing < 0.5:
+        raise ValueError(f"label_smoothing must be in [0, 0.5) (got {config.label_smoothing})")
+    if config.save_steps < 0:
+        raise ValueError("save_steps must be ≥ 0")
+
+
+def _validate_common(config: TrainRunConfig) -> None:
+    if not config.learning_rate > 0:
+        raise ValueError(f"learning_rate must be > 0 (got {config.learning_rate})")
+    if config.per_device_train_batch_size < 1 or config.gradient_accumulation_steps < 1:
+        raise ValueError("batch size and gradient accumulation must be ≥ 1")
+    if config.max_steps == 0 or config.max_steps < -1:
+        raise ValueError(f"max_steps must be ≥ 1, or -1 to use epochs (got {config.max_steps})")
+    if config.max_steps == -1 and not config.num_train_epochs > 0:
+        raise ValueError(f"num_train_epochs must be > 0 (got {config.num_train_epochs})")
+    if config.max_length is not None and config.max_length < 8:
+        raise ValueError(f"max_length must be ≥ 8 tokens or None (got {config.max_length})")
+    if config.device not in ("auto", "cpu", "cuda"):
+        raise ValueError(f"device is auto, cpu or cuda (got {config.device!r})")
+
+
+def _dpo_config(config: DPORunConfig, out_dir: Path, disable_tqdm: bool, precompute: bool):
+    from trl import DPOConfig
+
+    save = {"save_strategy": "no"}
+    if config.save_steps:
+        save = {"save_strategy": "steps", "save_steps": config.save_steps, "save_total_limit": 1}
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
+        return DPOConfig(
+            output_dir=str(out_dir / "trainer"),
+            learning_rate=config.learning_rate,
+            max_steps=config.max_steps,
+            num_train_epochs=config.num_train_epochs,
+            per_device_train_batch_size=config.per_device_train_batch_size,
+            gradient_accumulation_steps=config.gradient_accumulation_steps,
+            lr_scheduler_type=config.lr_scheduler_type,
+            warmup_steps=config.warmup_steps,
+            weight_decay=config.weight_decay,
+            max_grad_norm=config.max_grad_norm,
+            max_length=config.max_length,
+            seed=config.seed,
+            data_seed=config.seed,
+            logging_steps=config.logging_steps,
+            report_to="none",
+            disable_tqdm=disable_tqdm,
+            dataloader_num_workers=0,
+            train_sampling_strategy="random" if config.shuffle else "sequential",
+            optim="adamw_torch",
+            beta=config.beta,
+            label_smoothing=config.label_smoothing,
+            precompute_ref_log_probs=precompute,
+            precompute_ref_batch_size=config.precompute_ref_batch_size,
+            **dpo_loss_kwargs(config),
+            **save,
+            **device_kwargs(config),
+        )
+
+
+def apply_eos_rule(dataset, eos_token_id: int | None):
+    """The EOS rule on a dataset TRL has tokenized (``prompt_ids``/``chosen_ids``/``rejected_ids``):
+    where ``rejected_cut_at_limit`` is true, the EOS that TRL appended to the rejected completion is
+    taken off again. The model never emitted it there; training on "loop, then stop" would teach
+    the model that the loop is a way to end. Chosen completions, and rejected ones that stopped by
+    themselves, keep theirs. A rejected text that carried EOS itself (``_rejected_had_eos``) is left
+    alone, as are datasets without the column."""
+    if eos_token_id is None or "rejected_cut_at_limit" not in (dataset.column_names or []):
+        return dataset
+
+    def strip(example):
+        ids = example["rejected_ids"]
+        if example["rejected_cut_at_limit"] and not example.get("_rejected_had_eos") and ids and ids[-1] == eos_token_id:
+            example["rejected_ids"] = ids[:-1]
+        return example
+
+    return dataset.map(strip, desc="EOS rule: no EOS after rejected completions cut at the limit")
+
+
+def _dpo_trainer_class():
+    """A DPOTrainer whose dataset preparation applies :func:`apply_eos_rule` after TRL's own
+    tokenization (so everything else — prompt/completion split, chat templates — is TRL's)."""
+    from trl import DPOTrainer
+
+    class LoopbreakDPOTrainer(DPOTrainer):
+        def _prepare_dataset(self, dataset, processing_class, args, dataset_name):
+            cut = None
+            if "rejected_cut_at_limit" in (getattr(dataset, "column_names", None) or []):
+                eos = self._tokenizer.eos_token
+                # remember which rejected texts already ended with EOS themselves: those keep it
+                dataset = dataset.map(lambda e: {"_rejected_had_eos": bool(eos) and isinstance(e["rejected"], str)
+                                                 and e["rejected"].endswith(eos)})
+                cut = True
+            dataset = super()._prepare_dataset(dataset, processing_class, args, dataset_name)
+            if cut:
+                dataset = apply_eos_rule(dataset, self._tokenizer.eos_token_id)
+            return dataset
+
+    return LoopbreakDPOTrainer
+
+
+def records_to_dpo_examples(records: Iterable[dict]) -> list[dict]:
+    """Approved pairs / an export's rows -> {"prompt", "chosen", "rejected", "rejected_cut_at_limit"}."""
+    out = []
+    for r in records:
+        missing = [k for k in ("prompt", "chosen", "rejected") if r.get(k) is None]
+        if missing:
+            raise ValueError(f"a pair lacks {', '.join(missing)}")
+        out.append({"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+                    "rejected_cut_at_limit": bool(r.get("rejected_cut_at_limit") or False)})
+    if not out:
+        raise ValueError("no pairs to train on")
+    return out
+
+
+def _load(model: Any, tokenizer: Any, what: str):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    if model is None:
+        raise ValueError(f"{what} needs a model (path or loaded model)")
+    if isinstance(model, (str, Path)):
+        if tokenizer is None:
+            tokenizer = AutoTokenizer.from_pretrained(str(model))
+        model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
+    if tokenizer is None:
+        raise ValueError(f"{what} needs a tokenizer when the model is given loaded")
+    if isinstance(tokenizer, (str, Path)):
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    return model, tokenizer
+
+
+def train_dpo(
+    config: DPORunConfig,
+    pairs: Sequence[dict],
+    out_dir: Path | str,
+    *,
+    model: Any = None,
+    tokenizer: Any = None,
+    run_dir: Path | str | None = None,
+    progress: Callable[[int, int], None] | None = None,
+    callbacks: Sequence[Any] = (),
+    disable_tqdm: bool = True,
+    save: bool = True,
+    log: Callable[[str], None] = lambda m: None,
+    resume_from_checkpoint: str | None = None,
+) -> TrainResult:
+    """DPO on ``pairs`` ({prompt, chosen, rejected, rejected_cut_at_limit}) with TRL's DPOTrainer,
+    from ``model`` (path or loaded); the reference is the initial model (with LoRA: the base with
+    the adapters disabled). Saves the model (merged LoRA unless ``merge_lora`` is off) and tokenizer
+    to ``out_dir``; metrics stream to ``<run_dir>/metrics.jsonl``."""
+    import torch
+    from datasets import Dataset
+
+    validate_dpo_config(config)
+    out_dir = Path(out_dir)
+    run_dir = Path(run_dir) if run_dir is not None else out_dir
+    out_dir.mkdir(parents=True, exist_ok=True)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    examples = records_to_dpo_examples(pairs)
+    model, tokenizer = _load(model, tokenizer, "train_dpo")
+    (run_dir / "run_config.json").write_text(json.dumps(
+        {"stage": "dpo", "config": config.to_dict(), "n_pairs": len(examples),
+         "n_rejected_cut_at_limit": sum(e["rejected_cut_at_limit"] for e in examples)}, indent=2, ensure_ascii=False))
+    metrics_path = run_dir / "metrics.jsonl"
+    cb = _callback_classes()
+    all_callbacks = [cb["MetricsJsonlCallback"](metrics_path), *callbacks]
+    if progress is not None:
+        all_callbacks.append(cb["ProgressCallback"](progress))
+    if disable_tqdm:
+        import datasets
+
+        datasets.disable_progress_bars()
+    torch.manual_seed(config.seed)
+    dataset = Dataset.from_list(examples)
+    trainer_cls = _dpo_trainer_class()
+    precompute = bool(config.precompute_ref_log_probs)
+
+    def build(pre: bool):
+        return trainer_cls(model=model, args=_dpo_config(config, out_dir, disable_tqdm, pre), train_dataset=dataset,
+                           processing_class=tokenizer, callbacks=all_callbacks, peft_config=_peft_config(config))
+
+    try:
+        trainer = build(precompute)
+    except (ValueError, NotImplementedError) as e:
+        if not precompute or "precompute" not in str(e):
+            raise
+        log(f"precompute_ref_log_probs unsupported here ({e}); falling back to a live reference model")
+        precompute = False
+        trainer = build(False)
+    if disable_tqdm:
+        from transformers import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)
+    t0 = time.time()
+    out = trainer.train(resume_from_checkpoint=resume_from_checkpoint)
+    runtime = time.time() - t0
+    if save and trainer.is_world_process_zero():
+        trained = trainer.model
+        if config.use_lora and config.merge_lora:
+            trained = trained.merge_and_unload()
+        trained.save_pretrained(str(out_dir))
+        tokenizer.save_pretrained(str(out_dir))
+    result = TrainResult(
+        out_dir=str(out_dir), metrics_path=str(metrics_path), global_step=int(trainer.state.global_step),
+        train_loss=float(out.training_loss) if out.training_loss is not None else None, runtime_s=round(runtime, 2),
+    )
+    result.precomputed_ref = precompute  # type: ignore[attr-defined]
+    return result
+
+
+# --------------------------------------------------------------------------- pathologies
+
+
+def pathology_warnings(metrics: Sequence[dict], min_points: int = 4, min_drop: float = 1.0) -> list[str]:
+    """Warnings read off a run's logged metrics (rows as in metrics.jsonl). Pure; the page shows them.
+
+    * Chosen log-probs falling steadily — DPO's known failure where the likelihood of both
+      completions drops and the model drifts (valid-JSON share 94% → 9% in the demo experiment):
+      at least ``min_points`` logged values, the last third's mean below the first third's by
+      ``min_drop`` nats or more, and most steps going down.
+    """
+    out: list[str] = []
+    chosen = [float(r["logps/chosen"]) for r in metrics if isinstance(r.get("logps/chosen"), (int, float))]
+    if len(chosen) >= min_points:
+        k = max(1, len(chosen) // 3)
+        first, last = sum(chosen[:k]) / k, sum(chosen[-k:]) / k
+        downs = sum(b < a for a, b in zip(chosen, chosen[1:]))
+        if first - last >= min_drop and downs >= 0.6 * (len(chosen) - 1):
+            rejected = [float(r["logps/rejected"]) for r in metrics if isinstance(r.get("logps/rejected"), (int, float))]
+            both = " along with the rejected ones" if len(rejected) >= 2 and rejected[-1] < rejected[0] else ""
+            out.append(
+                f"Chosen log-probs are falling steadily ({first:.1f} → {last:.1f}){both}: the known DPO failure where "
+                "the model lowers the likelihood of good outputs too. Try RPO (loss 'rpo', an SFT term on chosen) "
+                "or a lower learning rate."
+            )
+    return out

@@ -8,7 +8,7 @@ from streamlit.testing.v1 import AppTest
 
 from core.store import counts
 
-PAGES = ["views/home.py", "views/data.py", "views/sample.py", "views/judge.py", "views/review.py", "views/candidates.py", "views/inspect.py"]
+PAGES = ["views/home.py", "views/data.py", "views/sample.py", "views/judge.py", "views/review.py", "views/train.py", "views/candidates.py", "views/inspect.py"]
 APP = str(Path(__file__).resolve().parents[1] / "app.py")
 
 

@@ -1,0 +1,332 @@
+"""Training as a background job: the writer freezes the inputs, the worker trains, the writer registers.
+
+Writer side (the app or the CLI, which hold the database):
+
+* :func:`start_training` checks the values, resolves the base model, freezes the training data
+  into ``<job>/pairs.parquet`` (approved pairs of a sampling run, or an export file; for SFT
+  optionally a dataset's references) and launches job kind ``train``;
+* :func:`finish_training` (idempotent; also called by ``jobs.sync_runs`` when a train job ends
+  done) registers the new model as stage ``dpo`` (``dpoN`` after a DPO base) or ``sft`` of the
+  base's family, with its parent and config.
+
+Worker side, :func:`run_train_job`: trains with ``core.train`` and streams every log event to
+``<job>/metrics.jsonl`` (charted live) and as ``train_metrics`` shards (the store's copy); saves
+the model into ``<workspace>/models/<run_id>/`` and leaves ``result.json``. On cancel, the last
+checkpoint (when ``save_steps`` asked for them) is named in ``result.json``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from core.train import DPORunConfig, SFTRunConfig, pathology_warnings, validate_dpo_config, _validate_common
+
+METHODS = ("dpo", "sft")
+SFT_SOURCES = ("chosen", "references")
+
+
+def _f(default, help: str):
+    return field(default=default, metadata={"help": help})
+
+
+@dataclass
+class TrainJobConfig:
+    """What to train from and on; ``params`` are the fields of DPORunConfig / SFTRunConfig."""
+
+    method: str = _f("dpo", "dpo (preference pairs) or sft (supervised on chosen texts or references)")
+    base: str = _f("", "base model: a registered name, or a local model folder")
+    pairs: str | None = _f(None, "approved pairs: a sampling run id, or an export file (trl/jsonl/parquet) or hf folder")
+    sft_source: str = _f("chosen", "sft only: chosen (the pairs' chosen texts) or references (a dataset's references)")
+    dataset: str | None = _f(None, "sft on references: the dataset")
+    split: str | None = _f("train", "sft on references: the split")
+    name: str | None = _f(None, "name to register the new model under (default: the run id)")
+    params: dict = field(default_factory=dict, metadata={"help": "training hyper-parameters (DPORunConfig / SFTRunConfig fields)"})
+
+    def run_config(self) -> DPORunConfig | SFTRunConfig:
+        cls = DPORunConfig if self.method == "dpo" else SFTRunConfig
+        unknown = set(self.params) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise ValueError(f"unknown {self.method} setting(s): {', '.join(sorted(unknown))}")
+        return cls(**self.params)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainJobConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+
+def next_stage(method: str, base_stage: str | None) -> str:
+    """sft -> sft; dpo after vanilla/sft/unknown -> dpo; after dpo -> dpo2; after dpoN -> dpo(N+1)."""
+    if method == "sft":
+        return "sft"
+    if base_stage == "dpo":
+        return "dpo2"
+    m = re.fullmatch(r"dpo(\d+)", base_stage or "")
+    return f"dpo{int(m.group(1)) + 1}" if m else "dpo"
+
+
+# ---------------------------------------------------------------- writer side
+
+
+def read_pairs_source(ws, source: str) -> list[dict]:
+    """Approved pairs of a sampling run (by id), or the rows of an export (file or `datasets` folder)."""
+    from core.export import approved_rows
+    from core.store import WorkspaceError
+
+    path = Path(source).expanduser()
+    if path.exists():
+        try:
+            if path.is_dir():
+                from datasets import load_from_disk
+
+                rows = load_from_disk(str(path)).to_list()
+            elif path.suffix == ".parquet":
+                import pyarrow.parquet as pq
+
+                rows = pq.read_table(path).to_pylist()
+            else:
+                rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        except Exception as e:  # a malformed export is the user's to fix: say which file and why
+            raise WorkspaceError(f"cannot read the pairs export {path}: {type(e).__name__}: {e}") from None
+        if rows and not {"prompt", "chosen", "rejected"} <= set(rows[0]):
+            raise WorkspaceError(f"{path} has no prompt/chosen/rejected columns: export it with `loopbreak export`")
+    else:
+        if not ws.cursor().execute("SELECT 1 FROM runs WHERE run_id = ?", [source]).fetchone():
+            raise WorkspaceError(f"pairs {source!r} is neither a run in this workspace nor an existing export file")
+        rows = approved_rows(ws, source)
+    if not rows:
+        raise WorkspaceError(f"no approved pairs in {source!r}: approve some on the Review page")
+    return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
+             "rejected_cut_at_limit": bool(r.get("rejected_cut_at_limit") or False)} for r in rows]
+
+
+def _reference_records(ws, dataset: str | None, split: str | None) -> list[dict]:
+    from core.store import WorkspaceError
+
+    if not dataset:
+        raise WorkspaceError("SFT on references needs a dataset")
+    sql, params = "SELECT text, reference FROM items WHERE dataset = ? AND reference IS NOT NULL", [dataset]
+    if split:
+        sql += " AND split = ?"
+        params.append(split)
+    rows = ws.cursor().execute(sql + " ORDER BY item_id", params).fetchall()
+    if not rows:
+        raise WorkspaceError(f"no items with a reference in {dataset!r}" + (f" split {split!r}" if split else ""))
+    return [{"text": t, "reference": r} for t, r in rows]
+
+
+def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: bool = True) -> str:
+    """Validate, resolve the base, freeze the data into the job folder, create the run and launch it
+    (``launch=False``: leave it queued for ``accelerate launch -m core job run DIR`` on a GPU node)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core import jobs
+    from core.store import WorkspaceError, resolve_model
+
+    if cfg.method not in METHODS:
+        raise WorkspaceError(f"method is dpo or sft (got {cfg.method!r})")
+    try:
+        run_cfg = cfg.run_config()
+        validate_dpo_config(run_cfg) if cfg.method == "dpo" else _validate_common(run_cfg)
+    except (TypeError, ValueError) as e:
+        raise WorkspaceError(f"bad training setting: {e}") from None
+    cur = ws.cursor()
+    base = resolve_model(cur, cfg.base, need_local=True)
+    if not Path(base["path"]).exists():
+        raise WorkspaceError(f"base model {cfg.base!r} is not a local model folder (training needs one)")
+    if cfg.name and cur.execute("SELECT 1 FROM models WHERE name = ?", [cfg.name]).fetchone():
+        raise WorkspaceError(f"a model named {cfg.name!r} is already registered: choose another name")
+    if cfg.method == "sft" and cfg.sft_source not in SFT_SOURCES:
+        raise WorkspaceError(f"sft source is chosen or references (got {cfg.sft_source!r})")
+    if cfg.method == "sft" and cfg.sft_source == "references":
+        rows, data_name = _reference_records(ws, cfg.dataset, cfg.split), cfg.dataset
+    else:
+        if not cfg.pairs:
+            raise WorkspaceError("choose the approved pairs: a sampling run id or an export file")
+        rows, data_name = read_pairs_source(ws, cfg.pairs), cfg.pairs
+        if cfg.method == "sft":
+            rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows]
+    run_id = run_id or jobs.new_run_id("train")
+    out_dir = ws.models_dir / run_id
+    spec = {"config": dataclasses.asdict(cfg), "base": base, "out_dir": str(out_dir), "n_examples": len(rows),
+            "stage": next_stage(cfg.method, base["stage"])}
+    jobs.create_job(ws, "train", spec, model=base["name"], dataset=str(data_name), split=cfg.split if cfg.sft_source == "references" and cfg.method == "sft" else None,
+                    run_id=run_id)
+    pq.write_table(pa.Table.from_pylist(rows), ws.jobs_dir / run_id / "pairs.parquet")
+    if launch:
+        jobs.launch(ws, run_id)
+    else:
+        (ws.jobs_dir / run_id / "launching").touch()  # queued until a worker (any launcher) starts on the folder
+    return run_id
+
+
+def finish_training(ws, run_id: str) -> dict | None:
+    """Register the model a finished train job saved (idempotent). Returns the model's row, or None
+    when the run is not a finished train job."""
+    from core.store import register_model
+
+    job_dir = ws.jobs_dir / run_id
+    try:
+        spec = json.loads((job_dir / "spec.json").read_text())
+        result = json.loads((job_dir / "result.json").read_text())
+        status = json.loads((job_dir / "status.json").read_text())["status"]
+    except (OSError, ValueError, KeyError):
+        return None
+    if spec.get("kind") != "train" or status != "done" or not result.get("saved"):
+        return None
+    cfg = spec["config"]
+    name = cfg.get("name") or run_id
+    cur = ws.cursor()
+    row = cur.execute("SELECT name, path, family, stage, parent FROM models WHERE name = ?", [name]).fetchone()
+    if row is None:
+        base = spec["base"]
+        register_model(cur, name=name, path=result["out_dir"], family=base.get("family"), stage=spec["stage"],
+                       parent=base.get("name"), config={"run_id": run_id, "method": cfg["method"], "pairs": cfg.get("pairs"),
+                                                        "params": result.get("config", cfg.get("params"))})
+        row = cur.execute("SELECT name, path, family, stage, parent FROM models WHERE name = ?", [name]).fetchone()
+    return dict(zip(("name", "path", "family", "stage", "parent"), row))
+
+
+def read_metrics(ws, run_id: str) -> list[dict]:
+    """The run's logged metrics, live from ``metrics.jsonl`` in its job folder (a torn last line is skipped)."""
+    path = ws.jobs_dir / run_id / "metrics.jsonl"
+    rows = []
+    if path.exists():
+        for line in path.read_text(encoding="utf-8").splitlines():
+            try:
+                rows.append(json.loads(line))
+            except ValueError:
+                continue
+    return rows
+
+
+def training_summary(ws, run_id: str) -> dict:
+    """Steps, last metrics, warnings, result and registered model of one train run."""
+    metrics = read_metrics(ws, run_id)
+    job_dir = ws.jobs_dir / run_id
+    result = {}
+    if (job_dir / "result.json").exists():
+        try:
+            result = json.loads((job_dir / "result.json").read_text())
+        except ValueError:
+            pass
+    steps = [r for r in metrics if "loss" in r]
+    last = steps[-1] if steps else {}
+    model = finish_training(ws, run_id)
+    return {"run_id": run_id, "steps_logged": len(steps), "last": last, "warnings": pathology_warnings(steps),
+            "result": result, "model": model}
+
+
+# ---------------------------------------------------------------- worker side
+
+
+def _metric_rows(run_id: str, step: int, logs: dict) -> list[dict]:
+    return [{"run_id": run_id, "step": int(step), "name": k, "value": float(v)}
+            for k, v in logs.items() if isinstance(v, (int, float)) and not isinstance(v, bool)]
+
+
+def last_checkpoint(out_dir: Path) -> Path | None:
+    """The newest complete checkpoint (``trainer_state.json`` is written last, so a save cut short by a
+    cancel does not count)."""
+    done = [p for p in (Path(out_dir) / "trainer").glob("checkpoint-*") if (p / "trainer_state.json").exists()]
+    return max(done, key=lambda p: int(p.name.rsplit("-", 1)[1]), default=None)
+
+
+def _step_of(line: str) -> int:
+    try:
+        return int(json.loads(line).get("step", 0))
+    except (ValueError, AttributeError):
+        return 1 << 30
+
+
+def run_train_job(ctx) -> None:
+    """The worker: load the frozen data, train, save, write result.json (also on cancel)."""
+    import pyarrow.parquet as pq
+
+    from core import train
+    from core.jobs import JobCancelled
+
+    import os
+
+    spec = ctx.spec
+    main_rank = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 alone writes
+    cfg = TrainJobConfig.from_dict(spec["config"])
+    run_cfg = cfg.run_config()
+    rows = pq.read_table(ctx.dir / "pairs.parquet").to_pylist()
+    out_dir = Path(spec["out_dir"])
+    last = last_checkpoint(out_dir)
+    resume = str(last) if last and cfg.method == "dpo" else None
+    metrics_path = ctx.dir / "metrics.jsonl"
+    if main_rank and metrics_path.exists():  # a relaunch resumes from the last checkpoint, else starts over
+        keep_until = int(resume.rsplit("-", 1)[-1]) if resume else 0
+        kept = [line for line in metrics_path.read_text().splitlines() if _step_of(line) <= keep_until]
+        metrics_path.write_text("".join(line + "\n" for line in kept))
+    buffer: list[dict] = []
+    last_flush = [time.time()]
+
+    def flush() -> None:
+        if buffer and main_rank:
+            ctx.write_shard("train_metrics", list(buffer))
+            buffer.clear()
+        last_flush[0] = time.time()
+
+    def on_log(step: int, logs: dict) -> None:
+        buffer.extend(_metric_rows(ctx.run_id, step, logs))
+        if time.time() - last_flush[0] > 2.0:
+            flush()
+
+    def progress(step: int, total: int) -> None:
+        if main_rank:
+            ctx.progress(step, total, "training", unit="steps")
+
+    cbs = train._callback_classes()
+    ctx.progress(0, 0, f"loading {spec['base']['name']}", unit="steps")
+    ctx.log(f"{cfg.method} on {len(rows)} examples from {spec['base']['path']} -> {out_dir}")
+    result: dict = {"out_dir": str(out_dir), "saved": False, "config": run_cfg.to_dict(), "method": cfg.method}
+    try:
+        try:
+            kw = dict(model=spec["base"]["path"], run_dir=ctx.dir, progress=progress,
+                      callbacks=[cbs["LogHookCallback"](on_log)])
+            if cfg.method == "dpo":
+                if resume:
+                    ctx.log(f"resuming from {resume}")
+                res = train.train_dpo(run_cfg, rows, out_dir, log=ctx.log, resume_from_checkpoint=resume, **kw)
+                result["precomputed_ref"] = getattr(res, "precomputed_ref", None)
+            else:
+                res = train.train_sft(run_cfg, rows, out_dir, **kw)
+        except Exception as e:
+            if "out of memory" in str(e).lower() or type(e).__name__ == "OutOfMemoryError":
+                raise RuntimeError(f"out of memory: lower the batch size or max length, or use LoRA ({str(e)[:200]})") from e
+            raise
+    except JobCancelled:
+        flush()
+        last = last_checkpoint(out_dir)
+        result["last_checkpoint"] = str(last) if last else None
+        if main_rank:
+            (ctx.dir / "result.json").write_text(json.dumps(result, indent=2))
+        ctx.log("cancelled" + (f"; last checkpoint {last}" if last else "; no checkpoint was saved"))
+        raise
+    flush()
+    result.update(res.to_dict(), saved=True)
+    if not main_rank:
+        return
+    (ctx.dir / "result.json").write_text(json.dumps(result, indent=2, default=str))
+    ctx.progress(res.global_step, res.global_step, f"saved to {out_dir}", unit="steps")
+
+
+def pair_sources(ws) -> list[dict]:
+    """What the Train page offers as pairs: sampling runs with approved pairs, then export files."""
+    rows = ws.cursor().execute(
+        "SELECT run_id, count(*) FROM pairs WHERE status = 'approved' GROUP BY run_id ORDER BY run_id"
+    ).fetchall()
+    out = [{"source": r, "label": f"run {r} · {n} approved pairs"} for r, n in rows]
+    for p in sorted(ws.exports_dir.glob("*")) if ws.exports_dir.is_dir() else []:
+        if p.suffix in (".jsonl", ".parquet") or (p.is_dir() and (p / "dataset_info.json").exists()):
+            out.append({"source": str(p), "label": f"export {p.name}"})
+    return out
