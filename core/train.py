@@ -246,6 +246,19 @@ def _sft_config(config: SFTRunConfig, out_dir: Path, plain_text: bool, disable_t
     from trl import SFTConfig
 
     kw = dict(
+        **_trainer_args(config, out_dir, disable_tqdm),
+        save_strategy="no",
+        packing=config.packing,
+        completion_only_loss=None if plain_text else config.completion_only_loss,
+    )
+    if plain_text:
+        kw["dataset_text_field"] = "text"
+    return SFTConfig(**kw)
+
+
+def _trainer_args(config: TrainRunConfig, out_dir: Path, disable_tqdm: bool) -> dict:
+    """The TrainingArguments fields SFT and DPO share, device settings included."""
+    return dict(
         output_dir=str(out_dir / "trainer"),
         learning_rate=config.learning_rate,
         max_steps=config.max_steps,
@@ -260,19 +273,13 @@ def _sft_config(config: SFTRunConfig, out_dir: Path, plain_text: bool, disable_t
         seed=config.seed,
         data_seed=config.seed,
         logging_steps=config.logging_steps,
-        save_strategy="no",
         report_to="none",
         disable_tqdm=disable_tqdm,
-        packing=config.packing,
-        completion_only_loss=None if plain_text else config.completion_only_loss,
         dataloader_num_workers=0,
         train_sampling_strategy="random" if config.shuffle else "sequential",
         optim="adamw_torch",
         **device_kwargs(config),
     )
-    if plain_text:
-        kw["dataset_text_field"] = "text"
-    return SFTConfig(**kw)
 
 
 def _peft_config(config: TrainRunConfig):
@@ -470,32 +477,13 @@ def _dpo_config(config: DPORunConfig, out_dir: Path, disable_tqdm: bool, precomp
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*gradient_checkpointing.*", category=FutureWarning)
         return DPOConfig(
-            output_dir=str(out_dir / "trainer"),
-            learning_rate=config.learning_rate,
-            max_steps=config.max_steps,
-            num_train_epochs=config.num_train_epochs,
-            per_device_train_batch_size=config.per_device_train_batch_size,
-            gradient_accumulation_steps=config.gradient_accumulation_steps,
-            lr_scheduler_type=config.lr_scheduler_type,
-            warmup_steps=config.warmup_steps,
-            weight_decay=config.weight_decay,
-            max_grad_norm=config.max_grad_norm,
-            max_length=config.max_length,
-            seed=config.seed,
-            data_seed=config.seed,
-            logging_steps=config.logging_steps,
-            report_to="none",
-            disable_tqdm=disable_tqdm,
-            dataloader_num_workers=0,
-            train_sampling_strategy="random" if config.shuffle else "sequential",
-            optim="adamw_torch",
+            **_trainer_args(config, out_dir, disable_tqdm),
             beta=config.beta,
             label_smoothing=config.label_smoothing,
             precompute_ref_log_probs=precompute,
             precompute_ref_batch_size=config.precompute_ref_batch_size,
             **dpo_loss_kwargs(config),
             **save,
-            **device_kwargs(config),
         )
 
 

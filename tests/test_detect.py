@@ -3,7 +3,6 @@
 import json
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -129,10 +128,9 @@ def test_tail_loop_for_early_stopping():
     loop = tail_loop(text)
     assert loop is not None and loop.at_tail and loop.end == len(text)
     long_text = "lorem ipsum dolor sit amet " * 20000 + "zz" * 300
-    t0 = time.perf_counter()
-    for _ in range(50):
-        assert tail_loop(long_text) is not None
-    assert time.perf_counter() - t0 < 1.0  # O(window), not O(text)
+    window = DetectConfig().tail_window
+    loop = tail_loop(long_text)  # only the last window is scanned: the loop is reported from there
+    assert loop is not None and loop.start >= len(long_text) - window and loop.end == len(long_text)
 
 
 # ------------------------------------------------------------------ properties
@@ -182,15 +180,3 @@ def test_legit_structured_text_cut_at_the_limit_is_not_degenerate(rows, data, fm
         text = "".join(f"- {r}\n" for r in rows)
     cut = data.draw(st.integers(0, 30))
     assert not analyze(text[: len(text) - cut], "length").degenerate
-
-
-def test_linear_growth():
-    unit = "Uma linha de texto comum, sem repetição alguma: "
-    base = "".join(f"{unit}{i * 7919 % 100003} {w}\n" for i, w in enumerate(WORDS * 30))
-    timings = []
-    for factor in (1, 8):
-        text = base * factor
-        t0 = time.perf_counter()
-        analyze(text, "length", config=DetectConfig(metrics=False))
-        timings.append(time.perf_counter() - t0)
-    assert timings[1] < 8 * timings[0] * 3 + 0.05
