@@ -59,7 +59,7 @@ def main() -> None:
 
     from core import jobs
     from core.prompts import build_prompt
-    from core.sampling import DecodingConfig, SampleConfig, item_seed, select_items, start_sampling
+    from core.sampling import DecodingConfig, SampleConfig, item_seed, select_items
     from core.store import open_workspace
     from tests.conftest import fill_demo
 

@@ -11,9 +11,10 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
+from core.config import option
 from core.prompts import DEFAULT_INSTRUCTION, build_prompt
 from core.store import WorkspaceError
 
@@ -22,18 +23,14 @@ CUT_REASONS = ("length", "repetition")
 TRL_COLUMNS = ("prompt", "chosen", "rejected", "rejected_cut_at_limit")
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class ExportConfig:
     """What to export and how."""
 
-    format: str = _f("trl", "trl (prompt/chosen/rejected JSONL), jsonl or parquet (every column), hf (a datasets folder)")
-    run: str | None = _f(None, "only the approved pairs of this sampling run (None: all runs)")
-    style: str = _f("standard", "standard (the exact sampled prompt string) or conversational (messages; needs a chat template)")
-    hub_repo: str | None = _f(None, "hf format: also push_to_hub to this repo when a Hugging Face token is set")
+    format: str = option("trl", "trl (prompt/chosen/rejected JSONL), jsonl or parquet (every column), hf (a datasets folder)")
+    run: str | None = option(None, "only the approved pairs of this sampling run (None: all runs)")
+    style: str = option("standard", "standard (the exact sampled prompt string) or conversational (messages; needs a chat template)")
+    hub_repo: str | None = option(None, "hf format: also push_to_hub to this repo when a Hugging Face token is set")
 
 
 def approved_rows(ws, run: str | None = None) -> list[dict]:

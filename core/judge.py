@@ -20,6 +20,7 @@ import json
 import re
 from dataclasses import asdict, dataclass, field
 
+from core.config import option
 from core.metrics import levenshtein_ratio, quality
 
 JUDGES = ("reference", "llm")
@@ -40,23 +41,19 @@ DEFAULT_RUBRIC = [
 ]
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class JudgeConfig:
     """A judging run: which judge, which rubric; stored with the run."""
 
-    judge: str = _f("reference", "reference (offline, needs references) or llm (a model reads and scores)")
+    judge: str = option("reference", "reference (offline, needs references) or llm (a model reads and scores)")
     rubric: list[dict] = field(default_factory=lambda: [asdict(c) for c in DEFAULT_RUBRIC], metadata={"help": "criteria: name, description, weight"})
-    judge_model: str | None = _f(None, "llm judge: registered model, local path, hub id, or the server's model name")
-    backend: str = _f("transformers", "llm judge: transformers, vllm or openai")
-    base_url: str | None = _f(None, "llm judge with the openai backend: server URL")
-    max_candidate_chars: int = _f(4000, "llm judge: longer candidates are cut in the middle with a marker")
-    max_new_tokens: int = _f(256, "llm judge: answer length limit")
-    retries: int = _f(1, "llm judge: new attempts when an answer cannot be parsed")
-    batch_size: int = _f(16, "candidates per shard: the unit of progress and of resume")
+    judge_model: str | None = option(None, "llm judge: registered model, local path, hub id, or the server's model name")
+    backend: str = option("transformers", "llm judge: transformers, vllm or openai")
+    base_url: str | None = option(None, "llm judge with the openai backend: server URL")
+    max_candidate_chars: int = option(4000, "llm judge: longer candidates are cut in the middle with a marker")
+    max_new_tokens: int = option(256, "llm judge: answer length limit")
+    retries: int = option(1, "llm judge: new attempts when an answer cannot be parsed")
+    batch_size: int = option(16, "candidates per shard: the unit of progress and of resume")
 
 
 @dataclass

@@ -16,24 +16,21 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 
+from core.config import option
 from core.store import now
-
-
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class PairPolicy:
     """How pairs are mined from judged candidates."""
 
-    min_chosen: float = _f(0.6, "quality floor: a chosen candidate's overall score must reach it")
-    min_margin: float = _f(0.1, "a non-degenerate rejected must score at least this much below the chosen")
-    max_pairs_per_item: int = _f(2, "most pairs one item may give (one chosen against several rejected)")
-    reference_as_chosen: bool = _f(False, "use the reference as chosen when no candidate clears the floor")
-    degenerate_only: bool = _f(False, "only degenerate candidates may be rejected (no margin-based pairs)")
+    min_chosen: float = option(0.6, "quality floor: a chosen candidate's overall score must reach it")
+    min_margin: float = option(0.1, "a non-degenerate rejected must score at least this much below the chosen")
+    max_pairs_per_item: int = option(2, "most pairs one item may give (one chosen against several rejected)")
+    reference_as_chosen: bool = option(False, "use the reference as chosen when no candidate clears the floor")
+    degenerate_only: bool = option(False, "only degenerate candidates may be rejected (no margin-based pairs)")
 
 
 # Why an item gave no pair.

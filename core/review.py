@@ -17,13 +17,14 @@ import hashlib
 import json
 import re
 import uuid
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, fields
 from datetime import timedelta
 from difflib import SequenceMatcher
 from html import escape
 
 import duckdb
 
+from core.config import option
 from core.store import WorkspaceError, now
 
 ACTIONS = ("approve", "reject", "swap", "skip", "undo", "pick_chosen", "pick_rejected", "edit_chosen")
@@ -33,23 +34,19 @@ STATE = ("status", "chosen_candidate_id", "rejected_candidate_id", "chosen_text"
 LEASE_S = 300
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class QueueFilter:
     """Which pairs a review queue (or a bulk action, or an export) covers."""
 
-    run: str | None = _f(None, "sampling run whose pairs are reviewed (None: every run)")
-    status: str = _f("pending", "pending (to review), approved, rejected, or any")
-    degenerate_only: bool = _f(False, "only pairs whose rejected is a degenerate candidate")
-    close_calls: bool = _f(False, "only pairs whose judge scores of chosen and rejected are within max_margin")
-    max_margin: float = _f(0.15, "the score gap below which a pair is a judge close call")
-    overridden: bool = _f(False, "only pairs with an override in the audit log")
-    reviewer: str | None = _f(None, "only pairs this reviewer decided")
-    family: str | None = _f(None, "only pairs sampled from a model of this family")
-    stage: str | None = _f(None, "only pairs sampled from a model of this stage")
+    run: str | None = option(None, "sampling run whose pairs are reviewed (None: every run)")
+    status: str = option("pending", "pending (to review), approved, rejected, or any")
+    degenerate_only: bool = option(False, "only pairs whose rejected is a degenerate candidate")
+    close_calls: bool = option(False, "only pairs whose judge scores of chosen and rejected are within max_margin")
+    max_margin: float = option(0.15, "the score gap below which a pair is a judge close call")
+    overridden: bool = option(False, "only pairs with an override in the audit log")
+    reviewer: str | None = option(None, "only pairs this reviewer decided")
+    family: str | None = option(None, "only pairs sampled from a model of this family")
+    stage: str | None = option(None, "only pairs sampled from a model of this stage")
 
     @classmethod
     def parse(cls, exprs: list[str], **base) -> "QueueFilter":

@@ -25,6 +25,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
+from core.config import option
 from core.detect import DetectConfig, analyze, tail_loop
 from core.prompts import DEFAULT_INSTRUCTION, build_prompt
 from core.store import now
@@ -32,43 +33,39 @@ from core.store import now
 BACKENDS = ("transformers", "vllm", "openai")
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class DecodingConfig:
     """How candidates are decoded; recorded with every candidate."""
 
-    n: int = _f(4, "sampled candidates per item")
-    temperature: float = _f(0.8, "sampling temperature (> 0)")
-    top_p: float = _f(0.95, "nucleus sampling: keep the smallest token set with this much probability")
-    top_k: int = _f(0, "keep only the k most likely tokens (0 = off)")
-    max_new_tokens: int = _f(512, "token limit per candidate; a loop runs until it")
-    seed: int = _f(0, "base seed; each item's seed derives from it and the item id")
-    with_greedy: bool = _f(True, "add the greedy decode as one more candidate: loops often appear only there")
-    early_stop: bool = _f(False, "stop a candidate once its tail is a confirmed loop (finish_reason 'repetition')")
+    n: int = option(4, "sampled candidates per item")
+    temperature: float = option(0.8, "sampling temperature (> 0)")
+    top_p: float = option(0.95, "nucleus sampling: keep the smallest token set with this much probability")
+    top_k: int = option(0, "keep only the k most likely tokens (0 = off)")
+    max_new_tokens: int = option(512, "token limit per candidate; a loop runs until it")
+    seed: int = option(0, "base seed; each item's seed derives from it and the item id")
+    with_greedy: bool = option(True, "add the greedy decode as one more candidate: loops often appear only there")
+    early_stop: bool = option(False, "stop a candidate once its tail is a confirmed loop (finish_reason 'repetition')")
 
 
 @dataclass
 class SampleConfig:
     """A sampling run: which model, which items, which backend. The job's spec holds exactly this."""
 
-    model: str = _f("", "registered model name, local path, or hub id")
-    dataset: str = _f("", "dataset whose items are sampled")
-    split: str | None = _f(None, "split of the dataset (all splits when empty)")
-    limit: int | None = _f(None, "sample only the first N items: the way to try a setup before the full run")
-    backend: str = _f("transformers", "transformers (CPU/GPU), vllm (GPU), or openai (any OpenAI-compatible server)")
-    base_url: str | None = _f(None, "server URL for the openai backend, e.g. http://127.0.0.1:8000")
-    api_key_env: str = _f("OPENAI_API_KEY", "environment variable holding the server's API key, if it needs one")
-    server_model: str | None = _f(None, "model name the server expects (default: the model's name)")
-    instruction: str = _f(DEFAULT_INSTRUCTION, "instruction appended to each document")
-    chat_template: str = _f("auto", "auto: use the tokenizer's chat template when it has one; on; off")
-    items_per_shard: int = _f(8, "items per output shard: the unit of progress and of resume")
-    concurrency: int = _f(8, "requests in flight (openai backend)")
-    timeout_s: float = _f(120.0, "per-request timeout in seconds (openai backend)")
-    retries: int = _f(3, "retries per request after a timeout or a 5xx (openai backend)")
-    device: str = _f("auto", "transformers device: auto, cpu, cuda")
+    model: str = option("", "registered model name, local path, or hub id")
+    dataset: str = option("", "dataset whose items are sampled")
+    split: str | None = option(None, "split of the dataset (all splits when empty)")
+    limit: int | None = option(None, "sample only the first N items: the way to try a setup before the full run")
+    backend: str = option("transformers", "transformers (CPU/GPU), vllm (GPU), or openai (any OpenAI-compatible server)")
+    base_url: str | None = option(None, "server URL for the openai backend, e.g. http://127.0.0.1:8000")
+    api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the server's API key, if it needs one")
+    server_model: str | None = option(None, "model name the server expects (default: the model's name)")
+    instruction: str = option(DEFAULT_INSTRUCTION, "instruction appended to each document")
+    chat_template: str = option("auto", "auto: use the tokenizer's chat template when it has one; on; off")
+    items_per_shard: int = option(8, "items per output shard: the unit of progress and of resume")
+    concurrency: int = option(8, "requests in flight (openai backend)")
+    timeout_s: float = option(120.0, "per-request timeout in seconds (openai backend)")
+    retries: int = option(3, "retries per request after a timeout or a 5xx (openai backend)")
+    device: str = option("auto", "transformers device: auto, cpu, cuda")
     decoding: DecodingConfig = field(default_factory=DecodingConfig, metadata={"help": "decoding parameters"})
 
     @classmethod

@@ -21,26 +21,23 @@ import json
 import math
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from core.config import option
 from core.prompts import DEFAULT_INSTRUCTION, build_prompt, completion_for
 
 __all__ = [
     "DPO_LOSSES",
     "DPORunConfig",
-    "LogHookCallback",
     "apply_eos_rule",
     "dpo_loss_kwargs",
     "pathology_warnings",
     "train_dpo",
-    "MetricsJsonlCallback",
-    "ProgressCallback",
     "SFTRunConfig",
     "TrainResult",
     "TrainRunConfig",
-    "config_help",
     "device_kwargs",
     "pretokenize",
     "records_to_sft_examples",
@@ -48,38 +45,32 @@ __all__ = [
 ]
 
 
-def _f(default: Any, help: str, **kw: Any) -> Any:
-    if isinstance(default, (list, dict, set)):
-        return field(default_factory=lambda: type(default)(default), metadata={"help": help}, **kw)
-    return field(default=default, metadata={"help": help}, **kw)
-
-
 @dataclass
 class TrainRunConfig:
     """Fields shared by every training stage (SFT now, DPO later)."""
 
-    learning_rate: float = _f(2e-3, "Peak learning rate of AdamW.")
-    max_steps: int = _f(150, "Optimizer steps to run; -1 to use num_train_epochs instead.")
-    num_train_epochs: float = _f(1.0, "Passes over the training examples when max_steps is -1.")
-    per_device_train_batch_size: int = _f(16, "Examples per optimizer step per device (before accumulation).")
-    gradient_accumulation_steps: int = _f(1, "Micro-batches accumulated into one optimizer step.")
-    lr_scheduler_type: str = _f("linear", "Learning-rate schedule (linear, cosine, constant, constant_with_warmup, ...).")
-    warmup_steps: int = _f(10, "Linear warm-up steps at the start of the schedule.")
-    weight_decay: float = _f(0.0, "AdamW weight decay.")
-    max_grad_norm: float = _f(1.0, "Gradient clipping norm.")
-    max_length: int | None = _f(2048, "Longest tokenized example kept (prompt + completion); longer ones are truncated.")
-    seed: int = _f(0, "Random seed for weights of new heads, dropout and data order.")
-    shuffle: bool = _f(True, "Shuffle the examples each epoch; False keeps the given order (a curriculum).")
-    logging_steps: int = _f(10, "Log loss and learning rate every this many steps (to metrics.jsonl).")
-    device: str = _f("auto", "auto (CUDA if available), cpu or cuda.")
-    bf16: bool | None = _f(None, "bfloat16 mixed precision; None = on for CUDA GPUs that support it, off on CPU.")
-    gradient_checkpointing: bool = _f(False, "Recompute activations to save memory (slow; never useful on CPU).")
-    use_lora: bool = _f(False, "Train LoRA adapters (PEFT) instead of all weights.")
-    lora_r: int = _f(16, "LoRA rank.")
-    lora_alpha: int = _f(32, "LoRA scaling alpha.")
-    lora_dropout: float = _f(0.05, "LoRA dropout.")
-    lora_target_modules: str = _f("all-linear", "Modules that get LoRA adapters ('all-linear' or comma-separated names).")
-    instruction: str = _f(DEFAULT_INSTRUCTION, "Instruction appended to each document text in the prompt.")
+    learning_rate: float = option(2e-3, "Peak learning rate of AdamW.")
+    max_steps: int = option(150, "Optimizer steps to run; -1 to use num_train_epochs instead.")
+    num_train_epochs: float = option(1.0, "Passes over the training examples when max_steps is -1.")
+    per_device_train_batch_size: int = option(16, "Examples per optimizer step per device (before accumulation).")
+    gradient_accumulation_steps: int = option(1, "Micro-batches accumulated into one optimizer step.")
+    lr_scheduler_type: str = option("linear", "Learning-rate schedule (linear, cosine, constant, constant_with_warmup, ...).")
+    warmup_steps: int = option(10, "Linear warm-up steps at the start of the schedule.")
+    weight_decay: float = option(0.0, "AdamW weight decay.")
+    max_grad_norm: float = option(1.0, "Gradient clipping norm.")
+    max_length: int | None = option(2048, "Longest tokenized example kept (prompt + completion); longer ones are truncated.")
+    seed: int = option(0, "Random seed for weights of new heads, dropout and data order.")
+    shuffle: bool = option(True, "Shuffle the examples each epoch; False keeps the given order (a curriculum).")
+    logging_steps: int = option(10, "Log loss and learning rate every this many steps (to metrics.jsonl).")
+    device: str = option("auto", "auto (CUDA if available), cpu or cuda.")
+    bf16: bool | None = option(None, "bfloat16 mixed precision; None = on for CUDA GPUs that support it, off on CPU.")
+    gradient_checkpointing: bool = option(False, "Recompute activations to save memory (slow; never useful on CPU).")
+    use_lora: bool = option(False, "Train LoRA adapters (PEFT) instead of all weights.")
+    lora_r: int = option(16, "LoRA rank.")
+    lora_alpha: int = option(32, "LoRA scaling alpha.")
+    lora_dropout: float = option(0.05, "LoRA dropout.")
+    lora_target_modules: str = option("all-linear", "Modules that get LoRA adapters ('all-linear' or comma-separated names).")
+    instruction: str = option(DEFAULT_INSTRUCTION, "Instruction appended to each document text in the prompt.")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -94,13 +85,10 @@ class TrainRunConfig:
 class SFTRunConfig(TrainRunConfig):
     """Supervised fine-tuning on prompt/completion pairs (or plain text) with TRL's SFTTrainer."""
 
-    completion_only_loss: bool = _f(True, "Compute the loss on the completion tokens only (prompt-completion data).")
-    packing: bool = _f(False, "Pack several short examples into one sequence (plain-text data).")
+    completion_only_loss: bool = option(True, "Compute the loss on the completion tokens only (prompt-completion data).")
+    packing: bool = option(False, "Pack several short examples into one sequence (plain-text data).")
 
 
-def config_help(config_cls: type) -> dict[str, str]:
-    """Field name -> one-line help, for forms and CLI flags."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config_cls)}
 
 
 def device_kwargs(config: TrainRunConfig) -> dict:
@@ -412,20 +400,20 @@ DPO_LOSSES: dict[str, list[str]] = {
 class DPORunConfig(TrainRunConfig):
     """Preference optimisation on chosen/rejected pairs with TRL's DPOTrainer (defaults: the demo run)."""
 
-    learning_rate: float = _f(5e-5, "Peak learning rate of AdamW (DPO wants far less than SFT; too high drives chosen log-probs down).")
-    max_steps: int = _f(-1, "Optimizer steps to run; -1 to use num_train_epochs instead.")
-    num_train_epochs: float = _f(2.0, "Passes over the pairs when max_steps is -1.")
-    per_device_train_batch_size: int = _f(8, "Pairs per optimizer step per device (before accumulation).")
-    warmup_steps: int = _f(0, "Linear warm-up steps at the start of the schedule.")
-    logging_steps: int = _f(1, "Log loss, rewards and log-probs every this many steps (to metrics.jsonl, charted live).")
-    loss: str = _f("sigmoid", "DPO loss: sigmoid, ipo, rpo (sigmoid + SFT term), robust, hinge, apo_zero, apo_down, sppo_hard, nca_pair, bco_pair, exo_pair, discopop, sigmoid_norm.")
-    beta: float = _f(0.5, "β: how far the policy may move from the reference (higher = closer); τ for IPO.")
-    rpo_weight: float = _f(1.0, "RPO only: weight of the SFT (NLL on chosen) term next to the sigmoid term's 1.0.")
-    label_smoothing: float = _f(0.0, "Robust DPO: probability a preference label is flipped, in [0, 0.5).")
-    precompute_ref_log_probs: bool = _f(True, "Compute the reference log-probs once before training (≈1.4x faster; no reference model in memory); falls back when unsupported.")
-    precompute_ref_batch_size: int | None = _f(None, "Batch size of that precompute pass; None = the training batch size.")
-    merge_lora: bool = _f(True, "LoRA: merge the adapters into the base weights when saving; False saves the adapters only.")
-    save_steps: int = _f(0, "Save a checkpoint every this many steps (the last one is kept; a cancelled run leaves it); 0 = only the final model.")
+    learning_rate: float = option(5e-5, "Peak learning rate of AdamW (DPO wants far less than SFT; too high drives chosen log-probs down).")
+    max_steps: int = option(-1, "Optimizer steps to run; -1 to use num_train_epochs instead.")
+    num_train_epochs: float = option(2.0, "Passes over the pairs when max_steps is -1.")
+    per_device_train_batch_size: int = option(8, "Pairs per optimizer step per device (before accumulation).")
+    warmup_steps: int = option(0, "Linear warm-up steps at the start of the schedule.")
+    logging_steps: int = option(1, "Log loss, rewards and log-probs every this many steps (to metrics.jsonl, charted live).")
+    loss: str = option("sigmoid", "DPO loss: sigmoid, ipo, rpo (sigmoid + SFT term), robust, hinge, apo_zero, apo_down, sppo_hard, nca_pair, bco_pair, exo_pair, discopop, sigmoid_norm.")
+    beta: float = option(0.5, "β: how far the policy may move from the reference (higher = closer); τ for IPO.")
+    rpo_weight: float = option(1.0, "RPO only: weight of the SFT (NLL on chosen) term next to the sigmoid term's 1.0.")
+    label_smoothing: float = option(0.0, "Robust DPO: probability a preference label is flipped, in [0, 0.5).")
+    precompute_ref_log_probs: bool = option(True, "Compute the reference log-probs once before training (≈1.4x faster; no reference model in memory); falls back when unsupported.")
+    precompute_ref_batch_size: int | None = option(None, "Batch size of that precompute pass; None = the training batch size.")
+    merge_lora: bool = option(True, "LoRA: merge the adapters into the base weights when saving; False saves the adapters only.")
+    save_steps: int = option(0, "Save a checkpoint every this many steps (the last one is kept; a cancelled run leaves it); 0 = only the final model.")
 
 
 def dpo_loss_kwargs(config: DPORunConfig) -> dict:

@@ -24,27 +24,24 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from core.config import option
 from core.train import DPORunConfig, SFTRunConfig, pathology_warnings, validate_dpo_config, _validate_common
 
 METHODS = ("dpo", "sft")
 SFT_SOURCES = ("chosen", "references")
 
 
-def _f(default, help: str):
-    return field(default=default, metadata={"help": help})
-
-
 @dataclass
 class TrainJobConfig:
     """What to train from and on; ``params`` are the fields of DPORunConfig / SFTRunConfig."""
 
-    method: str = _f("dpo", "dpo (preference pairs) or sft (supervised on chosen texts or references)")
-    base: str = _f("", "base model: a registered name, or a local model folder")
-    pairs: str | None = _f(None, "approved pairs: a sampling run id, or an export file (trl/jsonl/parquet) or hf folder")
-    sft_source: str = _f("chosen", "sft only: chosen (the pairs' chosen texts) or references (a dataset's references)")
-    dataset: str | None = _f(None, "sft on references: the dataset")
-    split: str | None = _f("train", "sft on references: the split")
-    name: str | None = _f(None, "name to register the new model under (default: the run id)")
+    method: str = option("dpo", "dpo (preference pairs) or sft (supervised on chosen texts or references)")
+    base: str = option("", "base model: a registered name, or a local model folder")
+    pairs: str | None = option(None, "approved pairs: a sampling run id, or an export file (trl/jsonl/parquet) or hf folder")
+    sft_source: str = option("chosen", "sft only: chosen (the pairs' chosen texts) or references (a dataset's references)")
+    dataset: str | None = option(None, "sft on references: the dataset")
+    split: str | None = option("train", "sft on references: the split")
+    name: str | None = option(None, "name to register the new model under (default: the run id)")
     params: dict = field(default_factory=dict, metadata={"help": "training hyper-parameters (DPORunConfig / SFTRunConfig fields)"})
 
     def run_config(self) -> DPORunConfig | SFTRunConfig:

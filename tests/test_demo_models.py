@@ -7,7 +7,8 @@ import pytest
 
 from core.demo_models import DemoBuildConfig, build_demo_models, register_demo_models, train_demo_tokenizer
 from core.metrics import bleu4, levenshtein_ratio, quality
-from core.train import SFTRunConfig, config_help, device_kwargs
+from core.config import helps as config_help
+from core.train import SFTRunConfig, device_kwargs
 
 TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 64, "sft_steps": 3}
 

@@ -5,7 +5,6 @@ import json
 import pytest
 
 from core.pairs import ALL_DEGENERATE, BELOW_FLOOR, NO_GAP, NO_JUDGMENT, Candidate, PairPolicy, mine_item, mine_run
-from core.store import now
 
 P = PairPolicy(min_chosen=0.6, min_margin=0.1, max_pairs_per_item=2)
 

@@ -156,7 +156,6 @@ def test_skip_moves_the_pair_to_the_end_of_my_queue(rws):
 
 def test_queue_filters(rws):
     ws, pairs = rws
-    where = lambda **kw: [p for p in iter(lambda: next_pair(ws, QueueFilter(run="rs", **kw), "f"), None)]  # noqa: E731
     deg = ws.cursor().execute("SELECT count(*) FROM pairs WHERE json_extract_string(provenance, '$.rejected_because') = 'degenerate'").fetchone()[0]
     assert deg == 4
     got = set()

@@ -6,15 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import threading
 import time
-from pathlib import Path
 
 import pytest
 
 from core import jobs
 from core.sampling import DecodingConfig, SampleConfig, run_summary, start_sampling
-from core.store import WorkspaceError, counts, register_model
+from core.store import WorkspaceError, register_model
 from tests.conftest import fill_demo
 from tests.models import build_tiny_model
 

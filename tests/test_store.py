@@ -4,7 +4,7 @@ import sys
 import pytest
 
 from core.store import (
-    MIGRATIONS, SCHEMA_VERSION, WorkspaceError, WorkspaceLocked, counts, list_models, migrate,
+    MIGRATIONS, SCHEMA_VERSION, WorkspaceError, counts, list_models, migrate,
     next_step, open_workspace, register_model, schema_version,
 )
 

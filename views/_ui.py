@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 
 import streamlit as st
 
+from core.config import helps  # noqa: F401  (re-exported for the pages)
 from core.store import Workspace, WorkspaceError, open_workspace, resolve_workspace
 
 
@@ -34,9 +34,6 @@ def workspace() -> Workspace:
         st.stop()
 
 
-def helps(config_cls) -> dict[str, str]:
-    """The one-line help of each field of a config dataclass, for the widgets that edit it."""
-    return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(config_cls)}
 
 
 def run_progress(run: dict) -> None:

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core import jobs
 from core.charts import criterion_histograms, score_by_loop
-from core.judge import DEFAULT_RUBRIC, JudgeConfig, judge_runs_of, judge_summary, judgments_frame, start_judging
+from core.judge import DEFAULT_RUBRIC, JudgeConfig, judge_summary, judgments_frame, start_judging
 from core.pairs import PairPolicy, mine_run
 from core.sampling import BACKENDS
 from core.store import WorkspaceError, list_models
