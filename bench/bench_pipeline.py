@@ -2,10 +2,11 @@
 
 The job is the real one — `core.jobs.run_job` on a spec (prompt building, sampling through the
 transformers backend, the detector on every candidate, Parquet shards written atomically, progress
-files) followed by the writer's ingest into DuckDB. The baseline is a loop of `model.generate` calls
-with the same prompts, seeds and decoding and nothing else. Both run in this process, alternated,
-after a warm-up; the figure is the median of (job time / bare time) - 1. The worker's process start
-(Python + torch imports) is printed separately: it is paid once per job, not per candidate.
+files) followed by the writer's ingest into DuckDB. The baseline is the bare decode: the same
+`model.generate` calls (the same shard batches, prompts, seeds and decoding) and nothing else. Both
+run in this process, alternated, after a warm-up; the figure is the median of (job / bare) - 1.
+Also printed: one `model.generate` call per item, as a naive loop would do it (what batching a
+shard's items saves), and the worker's process start, paid once per job.
 
     .venv/bin/python bench/bench_pipeline.py [--model PATH] [--items 16] [--n 2] [--max-new-tokens 256] [--reps 3]
 """
@@ -33,7 +34,7 @@ def default_model() -> Path:
     return build_tiny_model(Path(tempfile.gettempdir()) / "loopbreak-bench-tiny")
 
 
-def bare(model, tokenizer, prompts, seeds, n, max_new):
+def per_item(model, tokenizer, prompts, seeds, n, max_new):
     import torch
 
     for prompt, seed in zip(prompts, seeds):
@@ -89,9 +90,16 @@ def main() -> None:
         jobs.ingest(ws, run_id)
         return time.perf_counter() - t0
 
+    from core.sampling import TransformersSampler, requests_for
+
+    sampler = TransformersSampler(str(model_path), device="cpu")
+    shard = SampleConfig().items_per_shard
+
     def bare_once() -> float:
         t0 = time.perf_counter()
-        bare(model, tokenizer, prompts, seeds, args.n, args.max_new_tokens)
+        for s in range(0, len(prompts), shard):
+            reqs = [r for p, sd in zip(prompts[s:s + shard], seeds[s:s + shard]) for r in requests_for(p, dec, sd)]
+            sampler.generate(reqs, dec)
         return time.perf_counter() - t0
 
     bare_once(), job_once()  # warm-up
@@ -101,6 +109,10 @@ def main() -> None:
         bt.append(b), jt.append(j), ratios.append(j / b)
         print(f"  bare {b:7.2f} s   job {j:7.2f} s   ratio {j / b:.3f}")
 
+    t0 = time.perf_counter()
+    per_item(model, tokenizer, prompts, seeds, args.n, args.max_new_tokens)
+    naive = time.perf_counter() - t0
+    print(f"one generate call per item (naive loop): {naive:.2f} s = x{naive / statistics.median(bt):.1f} the batched bare decode")
     t0 = time.perf_counter()
     subprocess.run([sys.executable, "-c", "import core.sampling, torch, transformers"], check=True, cwd=ROOT)
     startup = time.perf_counter() - t0

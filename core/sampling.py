@@ -2,16 +2,17 @@
 
 One sampler interface, three backends, chosen by name with a plain dict:
 
-* ``transformers`` — ``model.generate`` on CPU or GPU, one item per call with
-  ``num_return_sequences=n`` (the item's N samples share one prompt), left padding, and a
-  loop-aware ``StoppingCriteria`` for early stopping;
+* ``transformers`` — ``model.generate`` on CPU or GPU; a shard's items are decoded together
+  (greedy rows in one call, sampled rows with ``num_return_sequences=n`` in another), left padding,
+  and a loop-aware ``StoppingCriteria`` for early stopping;
 * ``vllm`` — offline ``LLM.generate`` with ``SamplingParams(n=…, seed=…)``, all of a shard's items
   in one call (GPU machines; imported only when chosen);
 * ``openai`` — any OpenAI-compatible ``/v1/completions`` server (``vllm serve`` fleets, hosted
   APIs), with a concurrency limit, retries with backoff and timeouts.
 
 Determinism, so a killed job resumes to exactly the candidates of an uninterrupted run: every
-item gets its own seed, derived from (seed, item id), and the item's candidates depend only on it.
+item gets its own seed, derived from (seed, item id); the transformers backend seeds a batch with
+its first item's seed, and a resumed job re-forms the same shards, hence the same batches.
 The greedy decode, when asked for, is candidate 0 of the item: loops often appear only there.
 """
 
@@ -178,30 +179,54 @@ class TransformersSampler:
             [{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True
         )
 
-    def generate(self, requests: list[Request], decoding: DecodingConfig) -> list[list[Generation] | ItemSkipped]:
-        return [self._one(r, decoding) for r in requests]
+    max_batch_rows = 64  # rows (requests x n) decoded together
 
-    def _one(self, req: Request, decoding: DecodingConfig) -> list[Generation] | ItemSkipped:
+    def generate(self, requests: list[Request], decoding: DecodingConfig) -> list[list[Generation] | ItemSkipped]:
+        """Requests of one kind (greedy, or n samples) share a `generate` call.
+
+        A small model's per-step overhead dominates on CPU, so decoding a shard's items together is
+        the big speed-up. A batch is deterministic given its requests (seeded with its first
+        request's seed), and a resumed job re-forms the same shards, so it reproduces the same
+        candidates. A prompt that would overrun the context with the full token limit is decoded
+        alone, with the limit clamped, so it does not shorten the others'.
+        """
+        out: list = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            n_tok = len(self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"])
+            if self.context and n_tok >= self.context:
+                out[i] = ItemSkipped(f"prompt of {n_tok} tokens does not fit the model's context of {self.context}")
+                continue
+            fits = not self.context or n_tok + decoding.max_new_tokens <= self.context
+            groups.setdefault((r.greedy, r.n, fits), []).append(i)
+        for (_, n, fits), idx in groups.items():
+            size = max(1, self.max_batch_rows // max(1, n)) if fits else 1
+            for s in range(0, len(idx), size):
+                chunk = idx[s : s + size]
+                for i, gens in zip(chunk, self._batch([requests[i] for i in chunk], decoding)):
+                    out[i] = gens
+        return out
+
+    def _batch(self, reqs: list[Request], decoding: DecodingConfig) -> list[list[Generation]]:
         import torch
         from transformers import StoppingCriteriaList
 
-        enc = self.tokenizer(req.prompt, return_tensors="pt", add_special_tokens=False)
+        enc = self.tokenizer([r.prompt for r in reqs], return_tensors="pt", padding=True, add_special_tokens=False)
         prompt_len = enc["input_ids"].shape[1]
         max_new = decoding.max_new_tokens
         if self.context:
-            if prompt_len >= self.context:
-                return ItemSkipped(f"prompt of {prompt_len} tokens does not fit the model's context of {self.context}")
             max_new = min(max_new, self.context - prompt_len)
         stop = _LoopStop(self.tokenizer, prompt_len, self.eos_ids) if decoding.early_stop else None
-        torch.manual_seed(req.seed)
-        kwargs = dict(do_sample=False) if req.greedy else dict(
+        torch.manual_seed(reqs[0].seed)
+        kwargs = dict(do_sample=False) if reqs[0].greedy else dict(
             do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=decoding.top_k or None
         )
+        n = reqs[0].n
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
                 **{k: v.to(self.device) for k, v in enc.items()}, max_new_tokens=max_new,
-                num_return_sequences=req.n, pad_token_id=self.tokenizer.pad_token_id,
+                num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id,
                 stopping_criteria=StoppingCriteriaList([stop]) if stop else None, **kwargs,
             )
         latency = time.perf_counter() - t0
@@ -215,10 +240,11 @@ class TransformersSampler:
             elif end is not None:
                 ids, reason = ids[: end + 1], "stop"
             else:
+                while ids and ids[-1] == self.tokenizer.pad_token_id:
+                    ids.pop()
                 reason = "length" if len(ids) >= max_new else "stop"
-            text = self.tokenizer.decode(ids, skip_special_tokens=True)
-            gens.append(Generation(text, len(ids), reason, latency))
-        return gens
+            gens.append(Generation(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), reason, latency))
+        return [gens[i * n : (i + 1) * n] for i in range(len(reqs))]
 
 
 # ---------------------------------------------------------------- vLLM (GPU machines)
