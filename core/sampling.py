@@ -115,29 +115,39 @@ def requests_for(prompt: str, decoding: DecodingConfig, seed: int) -> list[Reque
 
 
 class _LoopStop:
-    """A StoppingCriteria: every `every` tokens, rows whose tail is a confirmed loop stop here."""
+    """A StoppingCriteria: every `every` tokens, rows whose tail is a confirmed loop stop here.
 
-    def __init__(self, tokenizer, prompt_len: int, eos_ids: set[int], every: int = 8, config: DetectConfig | None = None):
+    Cheap per call: a row that emitted EOS is remembered from the one new token of each step, and
+    only the last `tail_tokens` tokens of a row are decoded for the check (``tail_loop`` looks at
+    a bounded window anyway), so a check costs O(window), not O(length).
+    """
+
+    def __init__(self, tokenizer, prompt_len: int, eos_ids: set[int], every: int = 8,
+                 config: DetectConfig | None = None, tail_tokens: int = 2048):
         self.tokenizer, self.prompt_len, self.eos_ids, self.every = tokenizer, prompt_len, eos_ids, every
         self.config = config or DetectConfig(metrics=False)
+        self.tail_tokens = tail_tokens
         self.stopped: set[int] = set()
+        self.ended: set[int] = set()
 
     def __call__(self, input_ids, scores, **kwargs):
         import torch
 
         done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
         new = input_ids.shape[1] - self.prompt_len
+        if new > 0:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                if token in self.eos_ids:
+                    self.ended.add(row)  # finished by itself; padding follows
         for row in self.stopped:
             done[row] = True
         if new == 0 or new % self.every:
             return done
+        start = max(self.prompt_len, input_ids.shape[1] - self.tail_tokens)
         for row in range(input_ids.shape[0]):
-            if row in self.stopped:
+            if row in self.stopped or row in self.ended:
                 continue
-            ids = input_ids[row, self.prompt_len:].tolist()
-            if any(i in self.eos_ids for i in ids):
-                continue  # finished by itself; padding follows
-            if tail_loop(self.tokenizer.decode(ids, skip_special_tokens=True), self.config):
+            if tail_loop(self.tokenizer.decode(input_ids[row, start:].tolist(), skip_special_tokens=True), self.config):
                 self.stopped.add(row)
                 done[row] = True
         return done
