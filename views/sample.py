@@ -61,7 +61,6 @@ def runs():
 runs()
 
 
-
 @st.fragment(run_every=2)
 def run_view(run_id: str):
     """The run's candidates as they arrive, each with its loop flag; a selection shows the folded loops."""
