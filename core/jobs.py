@@ -68,7 +68,7 @@ def _write_json(path: Path, obj: Any) -> None:
     os.replace(tmp, path)
 
 
-def _read_json(path: Path) -> dict | None:
+def read_json(path: Path) -> dict | None:
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
@@ -145,11 +145,16 @@ def _heartbeat(job_dir: Path, stop: threading.Event) -> None:
         stop.wait(HEARTBEAT_S)
 
 
+def _load(ref: str) -> Callable:
+    """A "module:function" reference, imported on first use."""
+    module, func = ref.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
 def _resolve(kind: str) -> Callable[[JobContext], None]:
     if kind not in JOB_KINDS:
         raise WorkspaceError(f"unknown job kind {kind!r}")
-    module, func = JOB_KINDS[kind].split(":")
-    return getattr(importlib.import_module(module), func)
+    return _load(JOB_KINDS[kind])
 
 
 def run_job(job_dir: str | Path) -> str:
@@ -215,9 +220,9 @@ def _pid_alive(pid: int | None, job_dir: Path) -> bool:
 
 def job_state(job_dir: Path) -> JobState:
     job_dir = Path(job_dir)
-    spec = _read_json(job_dir / "spec.json") or {}
-    progress = _read_json(job_dir / "progress.json") or {}
-    final = _read_json(job_dir / "status.json")
+    spec = read_json(job_dir / "spec.json") or {}
+    progress = read_json(job_dir / "progress.json") or {}
+    final = read_json(job_dir / "status.json")
     pid_text = (job_dir / "pid").read_text().strip() if (job_dir / "pid").exists() else ""
     pid = int(pid_text) if pid_text.isdigit() else None
     if final:
@@ -352,9 +357,8 @@ def _on_done(ws: Workspace, run_id: str) -> None:
     row = ws.cursor().execute("SELECT kind FROM runs WHERE run_id = ?", [run_id]).fetchone()
     if not row or row[0] not in ON_DONE:
         return
-    module, func = ON_DONE[row[0]].split(":")
     try:
-        getattr(importlib.import_module(module), func)(ws, run_id)
+        _load(ON_DONE[row[0]])(ws, run_id)
     except Exception as e:
         ws.cursor().execute("UPDATE runs SET error = ? WHERE run_id = ?", [f"after the job: {type(e).__name__}: {e}", run_id])
 
@@ -382,7 +386,7 @@ def list_runs(ws: Workspace, kind: str | None = None, limit: int = 50) -> list[d
     out = []
     for r in rows:
         run = dict(zip(keys, r))
-        run["progress"] = _read_json(ws.jobs_dir / run["run_id"] / "progress.json") or {}
+        run["progress"] = read_json(ws.jobs_dir / run["run_id"] / "progress.json") or {}
         out.append(run)
     return out
 

@@ -166,16 +166,12 @@ def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: b
 def finish_training(ws, run_id: str) -> dict | None:
     """Register the model a finished train job saved (idempotent). Returns the model's row, or None
     when the run is not a finished train job."""
+    from core.jobs import read_json
     from core.store import register_model
 
     job_dir = ws.jobs_dir / run_id
-    try:
-        spec = json.loads((job_dir / "spec.json").read_text())
-        result = json.loads((job_dir / "result.json").read_text())
-        status = json.loads((job_dir / "status.json").read_text())["status"]
-    except (OSError, ValueError, KeyError):
-        return None
-    if spec.get("kind") != "train" or status != "done" or not result.get("saved"):
+    spec, result, status = (read_json(job_dir / f) or {} for f in ("spec.json", "result.json", "status.json"))
+    if spec.get("kind") != "train" or status.get("status") != "done" or not result.get("saved"):
         return None
     cfg = spec["config"]
     name = cfg.get("name") or run_id
@@ -205,14 +201,10 @@ def read_metrics(ws, run_id: str) -> list[dict]:
 
 def training_summary(ws, run_id: str) -> dict:
     """Steps, last metrics, warnings, result and registered model of one train run."""
+    from core.jobs import read_json
+
     metrics = read_metrics(ws, run_id)
-    job_dir = ws.jobs_dir / run_id
-    result = {}
-    if (job_dir / "result.json").exists():
-        try:
-            result = json.loads((job_dir / "result.json").read_text())
-        except ValueError:
-            pass
+    result = read_json(ws.jobs_dir / run_id / "result.json") or {}
     steps = [r for r in metrics if "loss" in r]
     last = steps[-1] if steps else {}
     model = finish_training(ws, run_id)
