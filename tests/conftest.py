@@ -139,5 +139,10 @@ def app_server(tmp_path):
     server.stop()
 
 
+def wait_idle(page, timeout: int = 30_000) -> None:
+    """Wait until the app's script run has finished: a key or click sent mid-rerun may land on a stale widget."""
+    page.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for(timeout=timeout)
+
+
 def has_apt_chromium() -> bool:
     return shutil.which("chromium") is not None

@@ -3,7 +3,7 @@
 import pytest
 
 from core.store import open_workspace
-from tests.conftest import StreamlitServer, fill_demo
+from tests.conftest import StreamlitServer, fill_demo, wait_idle
 from tests.review_data import add_review_run
 
 pytestmark = pytest.mark.browser
@@ -33,6 +33,7 @@ def test_three_pairs_by_keyboard_only(browser, tmp_path):
         page.get_by_text("<script>alert(1)</script>", exact=False).first.wait_for()  # shown as text
         assert page.locator("img[src=x]").count() == 0 and page.locator("i", has_text="again").count() == 0
         for key, after in (("a", pairs[1]), ("s", pairs[2]), ("x", pairs[3])):
+            wait_idle(page)
             page.keyboard.press(key)
             wait_for_pair(page, after)
         page.get_by_text("3 done · 3 left", exact=False).wait_for(timeout=10_000)
