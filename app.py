@@ -3,10 +3,12 @@
 import streamlit as st
 
 from core import jobs
+from core.render import md_escape
 from core.store import counts
-from views._ui import default_workspace, workspace
+from views._ui import default_workspace, login_gate, workspace
 
 st.set_page_config(page_title="Loopbreak", page_icon=":material/all_inclusive:", layout="wide")
+login = login_gate()  # with require_login (loopbreak.toml [access]): only allowed reviewers get past this line
 
 pages = [
     st.Page("views/home.py", title="Home", icon=":material/home:", default=True),
@@ -15,6 +17,7 @@ pages = [
     st.Page("views/judge.py", title="Judge", icon=":material/gavel:"),
     st.Page("views/review.py", title="Review", icon=":material/rate_review:"),
     st.Page("views/train.py", title="Train", icon=":material/model_training:"),
+    st.Page("views/evaluate.py", title="Evaluate", icon=":material/query_stats:"),
     st.Page("views/candidates.py", title="Candidates", icon=":material/table_rows:"),
     st.Page("views/inspect.py", title="Inspect", icon=":material/search:"),
 ]
@@ -51,5 +54,8 @@ with st.sidebar:
     c = counts(ws.cursor())
     st.caption(f"{c['items']:,} items · {c['candidates']:,} candidates · {c['pairs']:,} pairs · {c['models']} models")
     active_jobs()
+    if login:
+        st.caption(f"Signed in as {md_escape(login)}")
+        st.button("Log out", key="logout", icon=":material/logout:", on_click=st.logout)
 
 nav.run()

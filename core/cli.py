@@ -213,6 +213,47 @@ def cmd_sample(args) -> int:
     )
 
 
+def cmd_eval(args) -> int:
+    from core import jobs
+    from core.evaluate import EvalConfig, eval_results, start_eval
+
+    ws = open_workspace(args.workspace)
+    cfg = EvalConfig(models=args.model, dataset=args.dataset, split=args.split, limit=args.limit, greedy=args.greedy,
+                     n_sampled=args.n_sampled, temperature=args.temperature, top_p=args.top_p,
+                     max_new_tokens=args.max_new_tokens, seed=args.seed, backend=args.backend, base_url=args.base_url,
+                     device=args.device)
+    run_ids = start_eval(ws, cfg)
+    try:
+        for run_id in run_ids:
+            _follow(ws, run_id, args.json)
+    except KeyboardInterrupt:
+        for run_id in run_ids:
+            jobs.cancel(ws, run_id)
+        raise
+    states = jobs.sync_runs(ws, run_ids)
+    rows = [r for r in eval_results(ws) if r["run_id"] in run_ids]
+    failed = [s for s in states if s.status != "done"]
+    for s in failed:
+        print(f"error: run {s.run_id} {s.status}: {s.error} (log: {s.dir / 'log.txt'})", file=sys.stderr)
+    human = "\n".join(f"{r['model']:<28} {r['decoding']:<8} degenerate {r['degenerate']}/{r['candidates']} "
+                      f"({100 * r['rate']:.1f}%, 95% CI {100 * r['ci_low']:.1f}–{100 * r['ci_high']:.1f}%)  "
+                      f"quality {r['quality'] if r['quality'] is not None else '–'}  mean tokens {r['mean_tokens']}  [{r['run_id']}]"
+                      for r in rows) or "No results."
+    _emit(args, {"runs": run_ids, "status": {s.run_id: s.status for s in states}, "results": rows}, human)
+    return 1 if failed else 0
+
+
+def cmd_report(args) -> int:
+    from core import jobs
+    from core.evaluate import format_report, report
+
+    ws = open_workspace(args.workspace)
+    jobs.sync_runs(ws)
+    rep = report(ws, args.dataset, args.split, args.decoding)
+    _emit(args, rep, format_report(rep))
+    return 0
+
+
 def cmd_judge(args) -> int:
     from core.judge import JudgeConfig, judge_summary, start_judging
 
@@ -279,7 +320,8 @@ def cmd_export(args) -> int:
     from core.export import ExportConfig, export_pairs
 
     ws = open_workspace(args.workspace, create=False)
-    s = export_pairs(ws, args.out, ExportConfig(format=args.format, run=args.run, style=args.style, hub_repo=args.push_to_hub))
+    s = export_pairs(ws, args.out, ExportConfig(format=args.format, run=args.run, style=args.style, hub_repo=args.push_to_hub,
+                                                 overwrite=args.overwrite))
     _emit(args, s, f"Exported {s['pairs']} approved pairs ({s['rejected_cut_at_limit']} rejected cut at the length limit) "
                    f"as {s['format']} to {s['out']}" + (f", pushed to {s['pushed_to']}" if s["pushed_to"] else "") + ".")
     return 0
@@ -313,7 +355,7 @@ def cmd_train(args) -> int:
     ws = open_workspace(args.workspace, create=False)
     params = {name: getattr(args, f"p_{name}") for name in _train_fields(args.method) if getattr(args, f"p_{name}") is not None}
     cfg = TrainJobConfig(method=args.method, base=args.base, pairs=args.pairs, sft_source=args.source,
-                         dataset=args.dataset, split=args.split, name=args.name, params=params)
+                         dataset=args.dataset, split=args.split, name=args.name, stage=args.stage, params=params)
     run_id = start_training(ws, cfg, launch=not args.prepare_only)
     if args.prepare_only:
         job_dir = ws.jobs_dir / run_id
@@ -414,7 +456,7 @@ def build_parser() -> argparse.ArgumentParser:
     mp.add_argument("name", help="a short name, e.g. qwen2.5-vl-3b-sft")
     mp.add_argument("--path", required=True, help="local model folder or hub id")
     mp.add_argument("--family", help="model family, e.g. qwen2.5-vl-3b")
-    mp.add_argument("--stage", choices=["vanilla", "sft", "dpo"], help="training stage")
+    mp.add_argument("--stage", help="training stage: vanilla, sft or dpo (dpo2, dpo3… for later rounds)")
     mp.add_argument("--parent", help="the registered model it was trained from")
     mp.set_defaults(func=cmd_model_add)
     lp = model_sub.add_parser("list", help="list registered models")
@@ -462,6 +504,26 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--items-per-shard", type=int, default=8, help="items per output shard (the unit of resume)")
     sp.add_argument("--device", default="auto", help="transformers device: auto, cpu, cuda")
 
+    sp = command("eval", cmd_eval, "evaluate models on held-out items (degeneration rate with a 95%% interval, quality), as background jobs")
+    sp.add_argument("--model", "-m", action="append", required=True, help="model to evaluate (repeat for several)")
+    sp.add_argument("--dataset", "-d", required=True, help="dataset of the held-out items")
+    sp.add_argument("--split", default="test", help="held-out split (default test)")
+    sp.add_argument("--limit", type=int, help="only the first N items")
+    sp.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True, help="greedy decode per item (default on)")
+    sp.add_argument("--n-sampled", type=int, default=0, help="sampled candidates per item in addition (default 0)")
+    sp.add_argument("--temperature", type=float, default=0.8, help="temperature of the sampled candidates (default 0.8)")
+    sp.add_argument("--top-p", type=float, default=0.95, help="nucleus mass of the sampled candidates (default 0.95)")
+    sp.add_argument("--max-new-tokens", type=int, help="token limit (default: the models' generation_config, else 512)")
+    sp.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    sp.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers", help="sampler backend")
+    sp.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
+    sp.add_argument("--device", default="auto", help="transformers device: auto, cpu, cuda")
+
+    sp = command("report", cmd_report, "print the per-family table: degeneration by stage with intervals, quality, DPO's reduction")
+    sp.add_argument("--dataset", "-d", help="only this dataset's evaluations")
+    sp.add_argument("--split", help="only this split's evaluations")
+    sp.add_argument("--decoding", choices=["greedy", "sampled"], default="greedy", help="which decoding's rates (default greedy)")
+
     sp = command("judge", cmd_judge, "score a sampling run's candidates with a judge, as a background job")
     sp.add_argument("--run", required=True, help="the sampling run to judge")
     sp.add_argument("--judge", choices=["reference", "llm"], default="reference", help="reference (offline) or llm")
@@ -494,6 +556,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--style", choices=["standard", "conversational"], default="standard",
                     help="standard: the exact sampled prompt; conversational: messages for a model with a chat template")
     sp.add_argument("--push-to-hub", metavar="REPO", help="hf format: also push to this hub repo (needs a token)")
+    sp.add_argument("--overwrite", action="store_true", help="replace a file or folder already at --out (otherwise an error)")
 
     sp = sub.add_parser("train", help="train a DPO or SFT stage on approved pairs (or references) as a background job; "
                         "registers the new model")
@@ -506,6 +569,7 @@ def build_parser() -> argparse.ArgumentParser:
         tp.add_argument("--base", required=True, help="base model: a registered name or a local model folder")
         tp.add_argument("--pairs", help="approved pairs: a sampling run id, or an export file / hf folder")
         tp.add_argument("--name", help="name to register the new model under (default: the run id)")
+        tp.add_argument("--stage", help="stage to register it as (default dpo, dpo2… after a DPO base, or sft); sft2 = SFT trained further")
         tp.add_argument("--source", choices=["chosen", "references"], default="chosen", help="sft: train on the chosen texts or references")
         tp.add_argument("--dataset", help="sft --source references: the dataset")
         tp.add_argument("--split", default="train", help="sft --source references: the split (default train)")

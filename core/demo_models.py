@@ -23,9 +23,13 @@ Measured for the shipped build (seed 0, built with OMP_NUM_THREADS=1 on the shar
 100 validation documents, greedy, max_new_tokens 736; "hit limit" = no EOS before the limit):
 
     family  params  SFT steps  quality  degenerate (core.detect)  hit limit  valid JSON
-    llama   1.18M   175        0.315    3/100                     31/100     13/100
-    qwen2   1.02M   200        0.360    10/100                    70/100     15/100
-    gpt2    1.12M   250        0.234    9/100                     78/100     22/100
+    llama   1.18M   175        0.315    4/100  (95% CI 1.6–9.8%)  31/100     13/100
+    qwen2   1.02M   200        0.360    42/100 (95% CI 33–52%)    70/100     15/100
+    gpt2    1.12M   250        0.234    22/100 (95% CI 15–31%)    78/100     22/100
+
+(degeneration re-measured with the current detector, which masks numbers with their inner
+separators and so counts the templated item-row loops: qwen2 is above the 3–30% band the issue
+asks for, and issue 4 stays open for a better SFT budget.)
 
 At this budget the models have learned the JSON layout and the vocabulary but do not yet copy
 values from the input; most outputs that hit the limit are item tables cycling over two or three
@@ -150,6 +154,7 @@ class DemoBuildConfig:
     vanilla_max_length: int = field(default=128, metadata={"help": "Token length of vanilla pretraining examples."})
     vanilla_learning_rate: float = field(default=3e-3, metadata={"help": "Vanilla pretraining learning rate."})
     batch_size: int = field(default=8, metadata={"help": "Batch size of both stages."})
+    group_by_length: bool = field(default=False, metadata={"help": "SFT batches of similar length after the first pass (1.3x fewer tokens processed at batch 16; changes the data order, so off for the shipped build)."})
     sft_lr_scheduler: str = field(default="constant_with_warmup", metadata={"help": "SFT learning-rate schedule (constant: a checkpoint at step s equals a run of s steps)."})
     sft_steps: dict[str, int] | None = field(default=None, metadata={"help": "Per-family SFT steps overriding FAMILIES."})
     eval_batch_size: int = field(default=20, metadata={"help": "Documents decoded together during evaluation."})
@@ -230,15 +235,31 @@ def train_demo_tokenizer(texts: Iterable[str], vocab_size: int = 1024):
     )
 
 
-def curriculum(records: Sequence[dict], n_examples: int, seed: int, tokenizer=None) -> list[dict]:
+def curriculum(records: Sequence[dict], n_examples: int, seed: int, tokenizer=None, batch_size: int = 0) -> list[dict]:
     """Training order: one pass short documents first (by length), then shuffled passes, cut to
-    ``n_examples`` (= steps x batch)."""
+    ``n_examples`` (= steps x batch). With ``batch_size``, each shuffled pass is grouped into
+    batches of similar length (windows of 8 batches sorted by length, the batches then shuffled),
+    which cuts the padded tokens of the demo's train split from 1.54x to 1.18x the real ones at
+    batch 16 (1.37x to 1.06x at batch 8). The order never depends on ``n_examples``, so
+    a run of s steps sees exactly the first s batches of a longer run."""
     rng = random.Random(seed)
-    first = sorted(records, key=lambda r: (len(r["text"]) + len(r["reference"]), r["id"]))
+
+    def size(r: dict) -> int:
+        return len(r["text"]) + len(r["reference"])
+
+    first = sorted(records, key=lambda r: (size(r), r["id"]))
     out = list(first)
     while len(out) < n_examples:
         more = list(records)
         rng.shuffle(more)
+        if batch_size > 1:
+            window = batch_size * 8
+            batches: list[list[dict]] = []
+            for w in range(0, len(more), window):
+                chunk = sorted(more[w : w + window], key=lambda r: (size(r), r["id"]))
+                batches.extend(chunk[b : b + batch_size] for b in range(0, len(chunk), batch_size))
+            rng.shuffle(batches)
+            more = [r for b in batches for r in b]
         out.extend(more)
     return out[:n_examples]
 
@@ -286,16 +307,6 @@ def generate_greedy(
     return results  # type: ignore[return-value]
 
 
-def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
-    if n == 0:
-        return (0.0, 1.0)
-    p = k / n
-    den = 1 + z * z / n
-    c = (p + z * z / (2 * n)) / den
-    h = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
-    return (max(0.0, c - h), min(1.0, c + h))
-
-
 def evaluate_model(
     model, tokenizer, records: Sequence[dict], *, max_new_tokens: int, batch_size: int = 20,
     instruction: str = DEFAULT_INSTRUCTION, progress: Callable[[int], None] | None = None,
@@ -303,6 +314,7 @@ def evaluate_model(
 ) -> dict:
     """Quality and degeneration rate of greedy outputs on ``records`` (items with a reference)."""
     from core.detect import analyze
+    from core.evaluate import wilson_interval
     from core.metrics import quality
 
     prompts = [build_prompt(r["text"], instruction) for r in records]
@@ -437,7 +449,7 @@ def build_demo_models(
                 per_device_train_batch_size=cfg.batch_size, max_length=cfg.max_positions,
                 warmup_steps=10, lr_scheduler_type=cfg.sft_lr_scheduler, seed=cfg.seed, shuffle=False, logging_steps=10, device="cpu",
             )
-            ordered = curriculum(train, spec.sft_steps * cfg.batch_size, cfg.seed)
+            ordered = curriculum(train, spec.sft_steps * cfg.batch_size, cfg.seed, batch_size=cfg.batch_size if cfg.group_by_length else 0)
             model = AutoModelForCausalLM.from_pretrained(str(fam_dir / "vanilla"), dtype=torch.float32)
             res = train_sft(
                 scfg, ordered, fam_dir / "sft", model=model, tokenizer=tokenizer,

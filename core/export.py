@@ -9,8 +9,12 @@ applies the same template itself.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
+import stat
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,6 +35,7 @@ class ExportConfig:
     run: str | None = option(None, "only the approved pairs of this sampling run (None: all runs)")
     style: str = option("standard", "standard (the exact sampled prompt string) or conversational (messages; needs a chat template)")
     hub_repo: str | None = option(None, "hf format: also push_to_hub to this repo when a Hugging Face token is set")
+    overwrite: bool = option(False, "replace a file or folder already at the output path (otherwise that is an error)")
 
 
 def approved_rows(ws, run: str | None = None) -> list[dict]:
@@ -77,12 +82,93 @@ def _conversational(row: dict) -> dict:
     }
 
 
+class ExportFailed(WorkspaceError):
+    """An export target that cannot be written; nothing was left at it."""
+
+    def __init__(self, out: Path | str, message: str):
+        self.path = str(out)
+        super().__init__(f"{out}: {message}. Nothing was exported.")
+
+
+def _stat(path: Path, follow: bool = True) -> os.stat_result | None:
+    """stat, or None when nothing is there; a symlink loop or an unreadable path is an ExportFailed."""
+    try:
+        return path.stat() if follow else path.lstat()
+    except FileNotFoundError:
+        return None
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ExportFailed(path, "a symbolic link that loops back on itself") from None
+        if e.errno == errno.ENOTDIR:
+            raise ExportFailed(path, "a part of this path is a file, not a folder") from None
+        raise ExportFailed(path, f"cannot be checked ({e.strerror or e})") from None
+
+
+def check_target(out: Path, fmt: str, overwrite: bool = False) -> None:
+    """Refuse a target that cannot or should not be written, before anything is: a missing folder, a file
+    in the way of a folder (or the reverse), a device or a pipe, or anything already there without `overwrite`."""
+    if not str(out).strip() or out.name in ("", ".", ".."):
+        raise ExportFailed(out, "give a file name (or a folder name for the hf format)")
+    parent = out.parent
+    pst = _stat(parent)
+    if pst is None:
+        raise ExportFailed(out, f"the folder {parent} does not exist: create it first")
+    if not stat.S_ISDIR(pst.st_mode):
+        raise ExportFailed(out, f"{parent} is not a folder")
+    st = _stat(out)
+    if st is None:
+        if out.is_symlink():
+            raise ExportFailed(out, f"a broken symbolic link (to {os.readlink(out)})")
+        return
+    kind = "folder" if stat.S_ISDIR(st.st_mode) else "file" if stat.S_ISREG(st.st_mode) else None
+    if kind is None:
+        raise ExportFailed(out, "not a regular file (a device, a pipe or a socket): export to a file")
+    if kind == "folder" and fmt != "hf":
+        raise ExportFailed(out, f"is a folder: the {fmt} format writes a file; give a file name")
+    if kind == "file" and fmt == "hf":
+        raise ExportFailed(out, "is a file: the hf format writes a folder")
+    if not overwrite:
+        raise ExportFailed(out, f"a {kind} is already there: choose another name, or overwrite it (--overwrite)")
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+def _write_atomically(out: Path, write) -> None:
+    """`write(tmp)` into a temporary name beside `out`, then rename it into place: a failed or interrupted
+    export (disk full, no permission, a kill) leaves no partial file, and an overwritten one stays whole until then."""
+    tmp = out.with_name(f".{uuid.uuid4().hex[:12]}.loopbreak-export.tmp")
+    old = None
+    try:
+        write(tmp)
+        if tmp.is_dir() and out.is_dir():  # a folder cannot be renamed over a folder: move the old one aside first
+            old = out.with_name(f".{uuid.uuid4().hex[:12]}.loopbreak-export.old")
+            os.replace(out, old)
+        os.replace(tmp, out)
+    except BaseException as e:
+        _remove(tmp)
+        if old is not None and not out.exists():
+            os.replace(old, out)
+            old = None
+        if isinstance(e, OSError):  # disk full, file too large, permission denied… (pyarrow's IO errors are OSErrors too)
+            raise ExportFailed(out, f"cannot be written ({e.strerror or e})") from None
+        raise
+    if old is not None:
+        _remove(old)
+
+
 def export_pairs(ws, out: str | os.PathLike, cfg: ExportConfig) -> dict:
-    """Write the approved pairs to `out` in the chosen format; returns a summary."""
+    """Write the approved pairs to `out` in the chosen format; returns a summary. All or nothing (see check_target)."""
     if cfg.format not in FORMATS:
         raise WorkspaceError(f"unknown export format {cfg.format!r}: use one of {', '.join(FORMATS)}")
     if cfg.style not in ("standard", "conversational"):
         raise WorkspaceError("style is standard or conversational")
+    out = Path(out).expanduser()
+    check_target(out, cfg.format, cfg.overwrite)
     rows = approved_rows(ws, cfg.run)
     if not rows:
         raise WorkspaceError("no approved pairs to export" + (f" in run {cfg.run}" if cfg.run else "") + ": approve some on the Review page")
@@ -96,23 +182,22 @@ def export_pairs(ws, out: str | os.PathLike, cfg: ExportConfig) -> dict:
             r.update(_conversational(r))
     columns = TRL_COLUMNS if cfg.format == "trl" else tuple(k for k in rows[0] if not k.startswith("_"))
     records = [{k: r[k] for k in columns} for r in rows]
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     pushed = None
     if cfg.format in ("trl", "jsonl"):
-        tmp = out.with_name(out.name + ".tmp")
-        with tmp.open("w", encoding="utf-8") as f:
-            for rec in records:
-                f.write(json.dumps(rec, ensure_ascii=False) + "\n")
-        tmp.replace(out)
+        def write(tmp: Path) -> None:
+            with tmp.open("w", encoding="utf-8") as f:
+                for rec in records:
+                    f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+
+        _write_atomically(out, write)
     else:
         from datasets import Dataset
 
         ds = Dataset.from_list(records)
         if cfg.format == "parquet":
-            ds.to_parquet(str(out))
+            _write_atomically(out, lambda tmp: ds.to_parquet(str(tmp)))
         else:
-            ds.save_to_disk(str(out))
+            _write_atomically(out, lambda tmp: ds.save_to_disk(str(tmp)))
             if cfg.hub_repo:
                 from huggingface_hub import get_token
 

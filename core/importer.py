@@ -10,10 +10,13 @@ unchanged, while an existing id with different content is an error (never a sile
 from __future__ import annotations
 
 import csv
+import errno
 import hashlib
 import io
 import json
+import re
 import shutil
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -73,18 +76,52 @@ def detect_format(path: Path) -> str:
     raise ImportFailed(path, None, f"unknown file type {suffix or '(none)'}: use .jsonl, .json, .csv, .parquet or a `datasets` folder")
 
 
+def check_source(path: Path) -> None:
+    """A file or folder that can be read, or ImportFailed saying why (never a read that blocks: a FIFO, a device)."""
+    try:
+        st = path.stat()
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            raise ImportFailed(path, None, "a symbolic link that loops back on itself") from None
+        if e.errno == errno.ENOENT:
+            target = f" (a broken symbolic link to {path.readlink()})" if path.is_symlink() else ""
+            raise ImportFailed(path, None, f"no such file{target}") from None
+        raise ImportFailed(path, None, f"cannot be read ({e.strerror or e})") from None
+    if not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode)):
+        raise ImportFailed(path, None, "not a regular file (a device, a pipe or a socket): import a file or a `datasets` folder")
+
+
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as e:
+        raise ImportFailed(path, None, f"cannot be read ({e.strerror or e})") from None
+
+
+def _not_utf8(path: Path, raw: bytes, line: int, detail: str = "") -> ImportFailed:
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        return ImportFailed(path, 1, "the file is UTF-16 (it starts with a UTF-16 byte-order mark): save it as UTF-8")
+    return ImportFailed(path, line, f"not valid UTF-8{detail}")
+
+
+def _binary(path: Path, line: int) -> ImportFailed:
+    return ImportFailed(path, line, "binary data (a NUL byte): not a text file")
+
+
 # Each reader yields (position, record); position is a 1-based line (text formats) or row number.
 
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
-    raw = path.read_bytes()
+    raw = _read_bytes(path)
     for n, line in enumerate(raw.split(b"\n"), start=1):
         if n == 1 and line.startswith(b"\xef\xbb\xbf"):
             line = line[3:]
         try:
             text = line.decode("utf-8")
         except UnicodeDecodeError as e:
-            raise ImportFailed(path, n, f"not valid UTF-8 (byte {e.start + 1} of the line)") from None
+            raise _not_utf8(path, raw, n, f" (byte {e.start + 1} of the line)") from None
+        if "\x00" in text:
+            raise _binary(path, n)
         if not text.strip():
             continue
         try:
@@ -94,16 +131,28 @@ def _read_jsonl(path: Path) -> Iterator[tuple[int, Any]]:
 
 
 def _decode(path: Path) -> str:
-    raw = path.read_bytes()
+    raw = _read_bytes(path)
     try:
-        return raw.decode("utf-8-sig")
+        text = raw.decode("utf-8-sig")
     except UnicodeDecodeError as e:
-        raise ImportFailed(path, raw[: e.start].count(b"\n") + 1, "not valid UTF-8") from None
+        raise _not_utf8(path, raw, raw[: e.start].count(b"\n") + 1) from None
+    if "\x00" in text:
+        raise _binary(path, text[: text.index("\x00")].count("\n") + 1)
+    return text
 
 
 def _read_json_array(path: Path) -> Iterator[tuple[int, Any]]:
     text = _decode(path)
     if not text.lstrip().startswith("["):
+        try:
+            whole = json.loads(text)
+        except json.JSONDecodeError:
+            whole = None  # JSON Lines in a .json file, or malformed: the line-by-line reader says where
+        if isinstance(whole, dict) and "\n" in text.strip():
+            keys = ", ".join(map(repr, list(whole)[:5]))
+            raise ImportFailed(path, 1, f"one JSON object (keys {keys}), not records: use a JSON array of objects, or one object per line")
+        if whole is not None and not isinstance(whole, dict):
+            raise ImportFailed(path, 1, f"expected a JSON array of objects, found {type(whole).__name__}")
         yield from _read_jsonl(path)
         return
     try:
@@ -116,6 +165,7 @@ def _read_json_array(path: Path) -> Iterator[tuple[int, Any]]:
 
 def _read_csv(path: Path) -> Iterator[tuple[int, Any]]:
     text = _decode(path)
+    csv.field_size_limit(max(csv.field_size_limit(), 1 << 30))  # a long document is one field; 128 KiB is the default cap
     delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, strict=True)
     header, start = None, 1
@@ -167,9 +217,12 @@ def _read_hf(path: Path, split: str | None) -> Iterator[tuple[int, Any]]:
 
 
 def read_records(path: Path, fmt: str | None = None, split: str | None = None) -> Iterator[tuple[int, Any]]:
+    check_source(path)
     fmt = fmt or detect_format(path)
-    if not path.exists():
-        raise ImportFailed(path, None, "no such file")
+    if fmt == "hf" and not path.is_dir():
+        raise ImportFailed(path, None, "not a folder: a `datasets` folder (save_to_disk) is expected")
+    if fmt != "hf" and path.is_dir():
+        raise ImportFailed(path, None, f"a folder, not a {fmt} file")
     readers = {"jsonl": _read_jsonl, "json": _read_json_array, "csv": _read_csv, "parquet": _read_parquet}
     return _read_hf(path, split) if fmt == "hf" else readers[fmt](path)
 
@@ -233,6 +286,12 @@ def validate(
     return items
 
 
+def _folder_name(dataset: str) -> str:
+    """A dataset name as one safe folder name: a name such as "../x" or "/etc" stays inside images/."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("._")[:60] or "dataset"
+    return slug if slug == dataset else f"{slug}-{hashlib.sha1(dataset.encode()).hexdigest()[:8]}"
+
+
 def _save_images(items: list[dict], ws: Workspace, dataset: str) -> list[Path]:
     """Write in-file images (bytes or PIL) under images/<dataset>/ and point the rows at them."""
     written = []
@@ -241,7 +300,7 @@ def _save_images(items: list[dict], ws: Workspace, dataset: str) -> list[Path]:
         if img is None or isinstance(img, str):
             it["image_path"] = img
             continue
-        target = ws.images_dir / dataset / f"{hashlib.sha1(it['item_id'].encode()).hexdigest()[:16]}.png"
+        target = ws.images_dir / _folder_name(dataset) / f"{hashlib.sha1(it['item_id'].encode()).hexdigest()[:16]}.png"
         target.parent.mkdir(parents=True, exist_ok=True)
         if hasattr(img, "save"):
             img.save(target)

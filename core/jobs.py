@@ -7,7 +7,9 @@ A job is a folder ``<workspace>/jobs/<run_id>/``::
     heartbeat       touched every few seconds while the worker lives
     progress.json   done / total / rate / ETA / message, rewritten atomically
     log.txt         the worker's stdout and stderr
-    shards/*.parquet  output rows, each shard written as .tmp then renamed (never half-visible)
+    shards/*.parquet  output rows, each shard written as .tmp then renamed (never half-visible); its name
+                    ends with the CRC-32 of its bytes, checked before it is ingested
+    corrupt/        shards the writer could not ingest (damaged on disk): set aside, their work redone on resume
     status.json     the final word: done | failed | cancelled, with the error
 
 The worker never opens the database (DuckDB's single writer, DESIGN.md). The writer — the app, or the
@@ -23,6 +25,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -30,6 +33,7 @@ import threading
 import time
 import traceback
 import uuid
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -37,6 +41,7 @@ from typing import Any, Callable
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from core import derived
 from core.store import Workspace, WorkspaceError, now
 
 HEARTBEAT_S = 2.0
@@ -47,6 +52,7 @@ JOB_KINDS: dict[str, str] = {
     "sample": "core.sampling:run_sample_job",
     "judge": "core.judge:run_judge_job",
     "train": "core.train_jobs:run_train_job",
+    "eval": "core.evaluate:run_eval_job",
 }
 
 # kind -> "module:function(ws, run_id)" the writer calls once a job of that kind ends done (idempotent).
@@ -65,6 +71,13 @@ class JobCancelled(Exception):
 def _write_json(path: Path, obj: Any) -> None:
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(obj, ensure_ascii=False, default=str))
+    os.replace(tmp, path)
+
+
+def _write_text(path: Path, text: str) -> None:
+    """Replace a small file at once: a reader never finds it empty or half-written (the pid file is read while workers start)."""
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -90,8 +103,11 @@ class JobContext:
         self.spec: dict = json.loads((self.dir / "spec.json").read_text())
         self.shards_dir = self.dir / "shards"
         self.shards_dir.mkdir(exist_ok=True)
+        for tmp in self.shards_dir.glob("*.tmp"):  # a shard half-written by a worker that was killed
+            tmp.unlink(missing_ok=True)
         self._started = time.time()
         self._start_done: int | None = None
+        self._seq: dict[str, int] = {}  # next shard number per table: one listing per job, not one per shard
 
     @property
     def run_id(self) -> str:
@@ -117,10 +133,18 @@ class JobContext:
         data = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows)
         if data.num_rows == 0:
             return None
-        seq = len(list(self.shards_dir.glob(f"{table}-*.parquet")))
-        path = self.shards_dir / f"{table}-{seq:06d}-{uuid.uuid4().hex[:6]}.parquet"
+        if table not in self._seq:
+            self._seq[table] = len(list(self.shards_dir.glob(f"{table}-*.parquet")))
+        seq = self._seq[table]
+        self._seq[table] += 1
+        sink = pa.BufferOutputStream()
+        pq.write_table(data, sink)
+        raw = sink.getvalue()
+        # The name carries the CRC-32 of the bytes, so a shard damaged on disk is never ingested (see shard_problem).
+        path = self.shards_dir / f"{table}-{seq:06d}-{uuid.uuid4().hex[:6]}-c{zlib.crc32(raw):08x}.parquet"
         tmp = path.with_name(path.name + ".tmp")
-        pq.write_table(data, tmp)
+        with open(tmp, "wb") as f:
+            f.write(raw)
         os.replace(tmp, path)
         return path
 
@@ -128,6 +152,8 @@ class JobContext:
         """Everything this job already produced (for resuming); unreadable shards are skipped."""
         parts = []
         for path in sorted(self.shards_dir.glob(f"{table}-*.parquet")):
+            if shard_problem(path):
+                continue  # its work is done again
             try:
                 parts.append(pq.read_table(path, columns=columns))
             except (pa.ArrowException, OSError):
@@ -136,6 +162,27 @@ class JobContext:
 
     def log(self, message: str) -> None:
         print(f"[{time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def shard_problem(path: Path) -> str | None:
+    """Why a shard cannot be trusted — its bytes do not match the CRC-32 its name carries — or None.
+
+    A truncated or bit-flipped Parquet file is often still readable (DuckDB read 94% of single-bit
+    flips of a test shard without an error, a few with different values), so readability is no proof.
+    """
+    m = re.search(r"-c([0-9a-f]{8})\.parquet$", path.name)
+    if not m:
+        return None  # written before shards carried a checksum
+    crc = 0
+    try:
+        with open(path, "rb") as f:
+            while chunk := f.read(1 << 22):
+                crc = zlib.crc32(chunk, crc)
+    except OSError as e:
+        return f"unreadable: {e.strerror or e}"
+    if crc != int(m.group(1), 16):
+        return f"damaged: its {path.stat().st_size:,} bytes do not match the checksum in its name"
+    return None
 
 
 def _heartbeat(job_dir: Path, stop: threading.Event) -> None:
@@ -157,12 +204,26 @@ def _resolve(kind: str) -> Callable[[JobContext], None]:
     return _load(JOB_KINDS[kind])
 
 
+def cpu_threads() -> int:
+    """Threads for this worker's torch: the cores nobody else is using (at least 1), unless
+    OMP_NUM_THREADS says otherwise. OpenMP threads that share a busy core spin at every barrier:
+    on a loaded 2-core box, `generate` with 2 threads ran 6x slower than with 1."""
+    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
+        return int(os.environ["OMP_NUM_THREADS"])
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(cores, round(cores - os.getloadavg()[0])))
+
+
 def run_job(job_dir: str | Path) -> str:
     """Run a job in this process (the worker, or the CLI's `job run`). Returns the final status."""
     job_dir = Path(job_dir).resolve()
     (job_dir / "status.json").unlink(missing_ok=True)
-    (job_dir / "pid").write_text(str(os.getpid()))
+    _write_text(job_dir / "pid", str(os.getpid()))
     ctx = JobContext(job_dir)
+    if "torch" not in sys.modules:  # before torch starts its thread pool
+        os.environ["OMP_NUM_THREADS"] = str(cpu_threads())
+        os.environ["LOOPBREAK_THREADS_AUTO"] = "1"  # a job this worker starts decides afresh (spawn)
+        ctx.log(f"{os.environ['OMP_NUM_THREADS']} CPU thread(s) for torch")
 
     def on_term(signum, frame):
         raise JobCancelled()
@@ -229,6 +290,8 @@ def job_state(job_dir: Path) -> JobState:
         status, error = final["status"], final.get("error")
     elif _pid_alive(pid, job_dir):
         status, error = "running", None
+    elif (job_dir / "cancel-requested").exists():  # SIGTERM before the worker's handler was installed ends it silently
+        status, error = "cancelled", "cancelled by the user"
     elif pid is None and (job_dir / "launching").exists():
         status, error = "queued", None
     else:
@@ -259,16 +322,10 @@ def launch(ws: Workspace, run_id: str) -> int:
     if state.status == "running":
         raise WorkspaceError(f"run {run_id} is already running (pid {state.pid})")
     (job_dir / "status.json").unlink(missing_ok=True)
-    (job_dir / "launching").touch()
-    log = (job_dir / "log.txt").open("ab")
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "core", "job", "run", str(job_dir)],
-        stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-        start_new_session=True, env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
-    log.close()
-    (job_dir / "pid").write_text(str(proc.pid))
-    (job_dir / "launching").unlink(missing_ok=True)
+    (job_dir / "cancel-requested").unlink(missing_ok=True)
+    ingest(ws, run_id)  # a damaged shard is set aside before the worker looks, so the worker redoes its work
+    ws.cursor().execute("DELETE FROM shards WHERE run_id = ? AND rows IS NULL", [run_id])
+    proc = spawn(job_dir)
     ws.cursor().execute(
         "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE run_id = ?", [run_id]
     )
@@ -279,11 +336,41 @@ def launch(ws: Workspace, run_id: str) -> int:
 _children: list[subprocess.Popen] = []
 
 
+def spawn(job_dir: Path) -> subprocess.Popen:
+    """Start the worker process for a job folder (no database: a worker may start the next job of a chain)."""
+    (job_dir / "launching").touch()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if env.pop("LOOPBREAK_THREADS_AUTO", None):
+        env.pop("OMP_NUM_THREADS", None)
+    with (job_dir / "log.txt").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core", "job", "run", str(job_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env,
+        )
+    _write_text(job_dir / "pid", str(proc.pid))
+    (job_dir / "launching").unlink(missing_ok=True)
+    return proc
+
+
+def cancel_queued(jobs_dir: Path, run_id: str | None, reason: str = "cancelled by the user") -> None:
+    """Mark a queued job cancelled, and the queued jobs chained after it (spec ``then``)."""
+    while run_id and job_state(jobs_dir / run_id).status == "queued":
+        job_dir = jobs_dir / run_id
+        (job_dir / "launching").unlink(missing_ok=True)
+        _write_json(job_dir / "status.json", {"status": "cancelled", "error": reason, "finished_at": time.time()})
+        run_id = (read_json(job_dir / "spec.json") or {}).get("then")
+
+
 def cancel(ws: Workspace, run_id: str) -> bool:
-    """SIGTERM to the job's process group. Returns False if it was not running."""
+    """SIGTERM to the job's process group (a queued job is marked cancelled). False if it was not active."""
     state = job_state(ws.jobs_dir / run_id)
+    if state.status == "queued":
+        cancel_queued(ws.jobs_dir, run_id)
+        return True
     if state.status != "running" or not state.pid:
         return False
+    (ws.jobs_dir / run_id / "cancel-requested").touch()
     try:
         os.killpg(state.pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -294,36 +381,171 @@ def cancel(ws: Workspace, run_id: str) -> bool:
 def ingest(ws: Workspace, run_id: str) -> int:
     """Move the job's new shards into the store, idempotently. Returns the rows added.
 
-    A shard that cannot be read (truncated, corrupt) is not ingested at all: the run gets an
-    error naming it, and the rest still goes in.
+    A shard that cannot be read, or whose bytes do not match its checksum (truncated, corrupt), is
+    not ingested at all: it is set aside in ``<job>/corrupt/``, the run gets an error naming it (and
+    ends failed: a resume redoes its work), and the rest still goes in.
     """
     cur = ws.cursor()
     shards_dir = ws.jobs_dir / run_id / "shards"
     if not shards_dir.is_dir():
         return 0
     done = {r[0] for r in cur.execute("SELECT path FROM shards WHERE run_id = ?", [run_id]).fetchall()}
-    added = 0
-    for path in sorted(shards_dir.glob("*.parquet")):
+    added = _ingest_batches(ws, run_id, shards_dir, done)
+    for path in sorted(shards_dir.glob("*.parquet")):  # what the batches left: one by one
         if path.name in done:
             continue
         table = path.name.split("-", 1)[0]
         if table not in SHARD_TABLES:
             continue
-        before = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        problem = shard_problem(path)
+        if problem is None:
+            before = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            try:
+                cur.execute("BEGIN")
+                cur.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
+                rows = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
+                cur.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", [path.name, run_id, rows, now()])
+                cur.execute("COMMIT")
+                added += rows
+                if table == "judgments":
+                    derived.after_judgments(cur, [str(path)], before, rows)
+                continue
+            except Exception as e:  # duckdb raises IOException/InvalidInputException for bad files
+                cur.execute("ROLLBACK")
+                problem = f"{type(e).__name__}: {str(e)[:300]}"
+        _set_aside(ws, run_id, path, problem)
+    if added:
+        derived.after_candidates(cur, run_id)  # `chars` of candidates that came in one by one
+    return added
+
+
+INGEST_BATCH_BYTES = 2 << 30  # Parquet bytes per statement when shards pile up (1M candidates ≈ 0.5 GB)
+
+
+def _ingest_batches(ws: Workspace, run_id: str, shards_dir: Path, done: set[str]) -> int:
+    """The healthy new shards of each table in one statement and one transaction; adds their names to `done`.
+
+    A sampling worker writes a shard per 8 items, and one statement per shard spends its time on
+    per-statement overhead (1M candidates = 15,625 shards: ~7 min that way, bench/bench_ingest.py).
+    Batches of a few thousand shards were no answer either: each leaves a partly filled row group that
+    every later commit rewrites (1.3× the bare INSERT). So everything waiting goes in at once, up to
+    INGEST_BATCH_BYTES. A batch that fails is split in halves and retried (a bad shard costs a few
+    retries, not the rest of the batch); a lone shard that fails is left to the one-by-one path, which
+    reports it and sets it aside. A batched shard's `rows` is the rows it holds.
+    """
+    cur = ws.cursor()
+    by_table: dict[str, list[Path]] = {}
+    for path in sorted(shards_dir.glob("*.parquet")):
+        table = path.name.split("-", 1)[0]
+        if path.name not in done and table in SHARD_TABLES:
+            by_table.setdefault(table, []).append(path)
+    added = 0
+    for table, paths in by_table.items():
+        if len(paths) < 2:
+            continue  # a lone new shard (a running job, polled): the one-by-one path
+        batch, size = [], 0
+        for path in paths + [None]:
+            if path is None or size >= INGEST_BATCH_BYTES:
+                added += _ingest_group(cur, run_id, table, batch, done)
+                batch, size = [], 0
+            if path is not None and shard_problem(path) is None:
+                batch.append(str(path))
+                size += path.stat().st_size
+    return added
+
+
+def _ingest_group(cur, run_id: str, table: str, batch: list[str], done: set[str]) -> int:
+    """One batch in one transaction, or its halves, recursively; returns the rows added."""
+    if len(batch) < 2:
+        return 0
+    rows = _insert_batch(cur, run_id, table, batch)
+    if rows is None:
+        half = len(batch) // 2
+        return _ingest_group(cur, run_id, table, batch[:half], done) + _ingest_group(cur, run_id, table, batch[half:], done)
+    done.update(Path(p).name for p in batch)
+    return rows
+
+
+def _insert_batch(cur, run_id: str, table: str, batch: list[str]) -> int | None:
+    """INSERT … SELECT over the files and their `shards` rows, one transaction; None if it failed (rolled back)."""
+    extra = _derived_sql(table, batch[0])  # candidates get their derived `chars` on the way in (core/derived.py)
+    # Shards of one schema are read as they are; a mix (a job resumed by a newer Loopbreak) is matched
+    # by column name. union_by_name always would cost ~20% (it maps every file's columns).
+    ubn = "" if _one_schema(batch) else ", union_by_name = true"
+    # A plain INSERT first: new shards hold new rows, and skipping OR IGNORE's per-row check is
+    # ~25% of the time; a duplicate (a shard re-written after a crash) rolls back to OR IGNORE.
+    for verb in ("INSERT", "INSERT OR IGNORE"):
         try:
             cur.execute("BEGIN")
-            cur.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
-            rows = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
-            cur.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", [path.name, run_id, rows, now()])
+            before = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            cur.execute(f"{verb} INTO {table} BY NAME SELECT *{extra} FROM read_parquet(?{ubn})", [batch])
+            rows = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
+            cur.execute("INSERT INTO shards SELECT parse_filename(filename), ?, count(*), ? "
+                        f"FROM read_parquet(?, filename = true{ubn}) GROUP BY filename", [run_id, now(), batch])
             cur.execute("COMMIT")
-            added += rows
-        except Exception as e:  # duckdb raises IOException/InvalidInputException for bad files
+        except Exception as e:  # a bad file, a conflict: the caller splits the batch
             cur.execute("ROLLBACK")
-            cur.execute(
-                "UPDATE runs SET error = ? WHERE run_id = ?",
-                [f"shard {path.name} was not ingested: {type(e).__name__}: {str(e)[:300]}", run_id],
-            )
-    return added
+            if type(e).__name__ == "ConstraintException" and verb == "INSERT":
+                continue
+            return None
+        if table == "judgments":
+            derived.after_judgments(cur, batch, before, rows)
+        return rows
+    return None
+
+
+def _one_schema(batch: list[str], probes: int = 32) -> bool:
+    """Whether the shards share one schema, judged on the first, the last and evenly spaced ones between.
+
+    A job's schema changes only where a newer Loopbreak resumed it, and stays changed, so the ends
+    and a sample tell. (Without union_by_name DuckDB takes the first file's columns: a later file
+    missing one is an error, a later file with an extra one would lose it silently.)
+    """
+    picks = sorted({0, len(batch) - 1, *range(0, len(batch), max(1, len(batch) // probes))})
+    try:
+        schemas = {pq.read_schema(batch[i]).remove_metadata() for i in picks}
+    except Exception:  # unreadable: the batch fails either way and is split
+        return False
+    return len(schemas) == 1
+
+
+def _derived_sql(table: str, first_shard: str) -> str:
+    """Extra SELECT columns a batch computes on the way in (candidates' `chars`), unless the shards carry them."""
+    if table != "candidates":
+        return ""
+    try:
+        names = pq.read_schema(first_shard).names
+    except Exception:  # unreadable: the batch fails and the one-by-one path reports it
+        return ""
+    return "" if "chars" in names else ", length(text) AS chars"
+
+
+def _set_aside(ws: Workspace, run_id: str, path: Path, problem: str) -> None:
+    """Move a shard that cannot be ingested to <job>/corrupt/, mark it in `shards` (rows NULL), and say so on the run."""
+    corrupt = path.parent.parent / "corrupt"
+    try:
+        corrupt.mkdir(exist_ok=True)
+        os.replace(path, corrupt / path.name)
+    except OSError:
+        pass  # left in place; the mark below keeps it from being tried again
+    cur = ws.cursor()
+    cur.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, NULL, ?)", [path.name, run_id, now()])
+    names = _set_aside_shards(cur, run_id) if not path.name.startswith("train_metrics-") else [path.name]
+    what = f"shard {path.name} was" if len(names) == 1 else f"{len(names)} shards were"
+    listed = "" if len(names) == 1 else f": {', '.join(names)}; the last"
+    cur.execute(
+        "UPDATE runs SET error = ? WHERE run_id = ?",
+        [f"{what} not ingested{listed} ({problem}); nothing of {'it' if len(names) == 1 else 'them'} is in the store. "
+         f"Moved to {corrupt}; resume the run to redo the work", run_id],
+    )
+
+
+def _set_aside_shards(cur, run_id: str) -> list[str]:
+    """Shards of the run's output set aside since its last launch (metrics shards aside: they are not the product)."""
+    return [r[0] for r in cur.execute(
+        "SELECT path FROM shards WHERE run_id = ? AND rows IS NULL AND NOT starts_with(path, 'train_metrics-') ORDER BY path",
+        [run_id],
+    ).fetchall()]
 
 
 def sync_runs(ws: Workspace, run_ids: list[str] | None = None) -> list[JobState]:
@@ -340,8 +562,12 @@ def sync_runs(ws: Workspace, run_ids: list[str] | None = None) -> list[JobState]
     for run_id in run_ids:
         state = job_state(ws.jobs_dir / run_id)
         ingest(ws, run_id)
+        if state.status == "running":  # started by another worker (an evaluation chain)
+            cur.execute("UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'queued'", [run_id])
         if state.status in FINAL or state.status == "died":
             status = "failed" if state.status == "died" else state.status
+            if status == "done" and _set_aside_shards(cur, run_id):
+                status = "failed"  # finished, but part of its output was damaged: the error names it
             cur.execute(
                 "UPDATE runs SET status = ?, error = coalesce(?, error), finished_at = ? WHERE run_id = ?",
                 [status, state.error, now(), run_id],

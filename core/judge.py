@@ -16,6 +16,7 @@ when it gives one, is kept in ``scores['judge_overall']``).
 
 from __future__ import annotations
 
+import copy
 import json
 import re
 from dataclasses import asdict, dataclass, field
@@ -396,10 +397,10 @@ def start_judging(ws, sample_run: str, cfg: JudgeConfig, run_id: str | None = No
             raise WorkspaceError("the llm judge needs a judge model")
         if cfg.backend != "openai":
             cfg.judge_model = resolve_model(cur, cfg.judge_model)["path"]
-    table = cur.execute(
+    table = cur.sql(
         """SELECT c.candidate_id, c.text, c.degenerate, c.has_loop, i.text AS document, i.reference
            FROM candidates c JOIN items i USING (dataset, item_id) WHERE c.run_id = ? ORDER BY c.candidate_id""",
-        [sample_run],
+        params=[sample_run],
     ).to_arrow_table()
     if table.num_rows == 0:
         raise WorkspaceError(f"run {sample_run!r} has no candidates to judge")
@@ -426,27 +427,56 @@ def judge_runs_of(ws, sample_run: str) -> list[str]:
     return [r[0] for r in rows]
 
 
-def judgments_frame(ws, judge_run: str):
-    """One row per judged candidate: loop flags, overall, each criterion, error (for charts and mining)."""
+def judgments_frame(ws, judge_run: str, sample: int | None = None):
+    """One row per judged candidate: loop flags, overall, each criterion, error (for charts and mining).
+
+    With `sample`, at most that many rows, a fixed random sample: the page's charts are distributions,
+    and drawing 800k points (or parsing 800k score objects) took tens of seconds.
+    """
     import pandas as pd
 
-    df = ws.cursor().execute(
-        """SELECT j.candidate_id, c.item_id, c.dataset, c.degenerate, c.has_loop, c.finish_reason,
-                  j.overall, j.scores, j.rationale, j.error
-           FROM judgments j JOIN candidates c USING (candidate_id) WHERE j.run_id = ? ORDER BY j.candidate_id""",
-        [judge_run],
-    ).df()
+    sql = """SELECT j.candidate_id, c.item_id, c.dataset, c.degenerate, c.has_loop, c.finish_reason,
+                    j.overall, j.scores, j.rationale, j.error
+             FROM judgments j JOIN candidates c USING (candidate_id) WHERE j.run_id = ?"""
+    if sample is not None:
+        sql = f"SELECT * FROM ({sql}) USING SAMPLE reservoir({int(sample)} ROWS) REPEATABLE (42)"
+    df = ws.cursor().execute(f"SELECT * FROM ({sql}) ORDER BY candidate_id", [judge_run]).df()
     scores = pd.json_normalize([json.loads(s) if s else {} for s in df.pop("scores")])
     return pd.concat([df, scores.add_prefix("score_")], axis=1)
 
 
+_summaries: dict[tuple, dict] = {}
+
+
 def judge_summary(ws, judge_run: str) -> dict:
-    df = judgments_frame(ws, judge_run)
-    ok = df[df["error"].isna()]
-    crit = {c[len("score_"):]: round(float(ok[c].mean()), 4) for c in ok.columns if c.startswith("score_") and len(ok)}
-    by_flag = ok.groupby("degenerate")["overall"].mean().round(4).to_dict() if len(ok) else {}
+    """Counts and mean scores of a judging run, in SQL (800k judgments through pandas took 18 s), kept per
+    judgments count: the page reruns it, and judgments are only ever inserted."""
+    cur = ws.cursor()
+    key = (str(ws.db_path), judge_run, cur.execute("SELECT count(*) FROM judgments").fetchall()[0][0])
+    if key not in _summaries:
+        if len(_summaries) > 32:
+            _summaries.clear()
+        _summaries[key] = _judge_summary(cur, judge_run)
+    return copy.deepcopy(_summaries[key])
+
+
+def _judge_summary(cur, judge_run: str) -> dict:
+    base = "FROM judgments j JOIN candidates c USING (candidate_id) WHERE j.run_id = ?"
+    judged, errors, ok, mean = cur.execute(
+        f"SELECT count(*), count(*) FILTER (j.error IS NOT NULL), count(*) FILTER (j.error IS NULL), "
+        f"avg(j.overall) FILTER (j.error IS NULL) {base}", [judge_run],
+    ).fetchall()[0]
+    crit = dict(cur.execute(  # each criterion's mean, in the order the judge wrote them (json_each: names are never paths)
+        f"""SELECT je.key, round(avg(TRY_CAST(json_extract_string(je.value, '$') AS DOUBLE)), 4)
+            {base.replace("WHERE", ", json_each(j.scores) je WHERE")} AND j.error IS NULL AND j.scores IS NOT NULL
+            GROUP BY je.key ORDER BY min(je.id), je.key""", [judge_run],
+    ).fetchall())
+    by_flag = cur.execute(
+        f"SELECT c.degenerate, round(avg(j.overall), 4) {base} AND j.error IS NULL AND c.degenerate IS NOT NULL GROUP BY 1",
+        [judge_run],
+    ).fetchall()
     return {
-        "run_id": judge_run, "judged": int(len(df)), "errors": int(df["error"].notna().sum()),
-        "mean_overall": round(float(ok["overall"].mean()), 4) if len(ok) else None,
-        "criteria": crit, "overall_by_degenerate": {str(k).lower(): v for k, v in by_flag.items()},
+        "run_id": judge_run, "judged": judged, "errors": errors,
+        "mean_overall": round(float(mean), 4) if ok and mean is not None else None,
+        "criteria": crit, "overall_by_degenerate": {str(k).lower(): v for k, v in by_flag},
     }

@@ -9,21 +9,29 @@ Concurrency is optimistic: a reviewer decides against the pair's ``version`` the
 changed the pair since, :class:`Conflict` carries the current state and the reviewer chooses again.
 The queue hands out pairs with a short lease (``claimed_by``/``claimed_at``) so that two reviewers
 working the same queue get different pairs.
+
+Every write to ``pairs`` goes through one lock per database in this process (the single writer), so
+each decision's version check sees the previous decision's result. DuckDB's own write-write conflict
+detection cannot be relied on here: with DuckDB 2.0, an ``UPDATE … RETURNING`` on a table with a
+primary key, run while another transaction has updated the same row, silently discards that
+transaction's committed update (a lost decision; tests/test_concurrency.py caught it).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
+import threading
 import uuid
 from dataclasses import dataclass, fields
 from datetime import timedelta
 from difflib import SequenceMatcher
-from html import escape
 
 import duckdb
 
+from core import derived
 from core.config import option
 from core.store import WorkspaceError, now
 
@@ -71,6 +79,24 @@ class QueueFilter:
         return flt
 
 
+_locks: dict = {}
+_locks_guard = threading.Lock()
+
+
+def _write_lock(ws) -> threading.RLock:
+    """The lock serialising this process's writes to one workspace's pairs."""
+    with _locks_guard:
+        return _locks.setdefault(ws.db_path, threading.RLock())
+
+
+def _serialized(fn):
+    @functools.wraps(fn)
+    def wrapper(ws, *args, **kwargs):
+        with _write_lock(ws):
+            return fn(ws, *args, **kwargs)
+    return wrapper
+
+
 class Conflict(WorkspaceError):
     """The pair changed since the reviewer saw it; `current` is its state now, `last` who changed it."""
 
@@ -90,8 +116,10 @@ def _where(flt: QueueFilter, reviewer: str | None = None) -> tuple[str, list]:
         # To review: pending pairs, and decided pairs sent to a second reviewer that this reviewer has not seen.
         second = "FALSE"
         if reviewer:
+            # Uncorrelated IN subqueries, here and below: a correlated EXISTS is decorrelated into a join and a
+            # group-by over every pair of the queue (3× slower on 77k pending pairs, bench/bench_review.py).
             second = """(p.second_review AND p.status <> 'pending'
-                AND NOT EXISTS (SELECT 1 FROM decisions d WHERE d.pair_id = p.pair_id AND (d.reviewer = ? OR d.round = 2)))"""
+                AND p.pair_id NOT IN (SELECT pair_id FROM decisions WHERE reviewer = ? OR round = 2))"""
             params.append(reviewer)
         where.append(f"(p.status = 'pending' OR {second})")
     elif flt.status != "any":
@@ -104,9 +132,9 @@ def _where(flt: QueueFilter, reviewer: str | None = None) -> tuple[str, list]:
                      " - TRY_CAST(json_extract_string(p.provenance, '$.rejected_score') AS DOUBLE)) <= ?")
         params.append(flt.max_margin)
     if flt.overridden:
-        where.append("EXISTS (SELECT 1 FROM audit_log a WHERE a.pair_id = p.pair_id)")
+        where.append("p.pair_id IN (SELECT pair_id FROM audit_log)")
     if flt.reviewer:
-        where.append("EXISTS (SELECT 1 FROM decisions d WHERE d.pair_id = p.pair_id AND d.reviewer = ?)")
+        where.append("p.pair_id IN (SELECT pair_id FROM decisions WHERE reviewer = ?)")
         params.append(flt.reviewer)
     if flt.family:
         where.append("m.family = ?")
@@ -168,6 +196,7 @@ def _changed_pair(cur, before: dict, pair: tuple, action: str, reviewer: str, ch
     return after
 
 
+@_serialized
 def decide(
     ws,
     pair_id: str,
@@ -227,11 +256,13 @@ def decide(
         t = now()
         if action != "skip" and round_ == 1:
             n = cur.execute(
+                # A pair left open (pick, edit, undo) stays claimed by this reviewer, who is still looking at it.
                 """UPDATE pairs SET status = ?, chosen_candidate_id = ?, rejected_candidate_id = ?, chosen_text = ?,
-                     rejected_text = ?, version = version + 1, updated_by = ?, updated_at = ?, claimed_by = NULL, claimed_at = NULL
+                     rejected_text = ?, version = version + 1, updated_by = ?, updated_at = ?,
+                     claimed_by = CASE WHEN ? = 'pending' THEN ? END, claimed_at = CASE WHEN ? = 'pending' THEN ? END
                    WHERE pair_id = ? AND version = ?""",
                 [after["status"], after["chosen_candidate_id"], after["rejected_candidate_id"], after["chosen_text"],
-                 after["rejected_text"], reviewer, t, pair_id, expected_version],
+                 after["rejected_text"], reviewer, t, after["status"], reviewer, after["status"], t, pair_id, expected_version],
             ).fetchone()[0]
             if n == 0:
                 raise Conflict(pair_id, _state(cur, pair_id), _last_decision(cur, pair_id))
@@ -279,49 +310,41 @@ def next_pair(ws, flt: QueueFilter, reviewer: str, lease_s: int = LEASE_S) -> st
     t = now()
     expired = t - timedelta(seconds=lease_s)
     cur = ws.cursor()
-    for _ in range(5):
-        row = cur.execute(
-            f"""SELECT p.pair_id FROM {_FROM} WHERE {where}
-                  AND (p.claimed_by IS NULL OR p.claimed_by = ? OR p.claimed_at < ?)
+    free = "(p.claimed_by IS NULL OR p.claimed_by = ? OR p.claimed_at < ?)"
+    for _ in range(100):
+        rows = cur.execute(
+            f"""SELECT p.pair_id, p.version, p.claimed_by, p.claimed_at, p.second_review AND p.status <> 'pending'
+                FROM {_FROM} WHERE {where} AND {free}
                 ORDER BY p.claimed_by IS NOT DISTINCT FROM ? DESC,
-                  EXISTS (SELECT 1 FROM decisions d WHERE d.pair_id = p.pair_id AND d.reviewer = ?), p.pair_id
+                  p.pair_id IN (SELECT pair_id FROM decisions WHERE reviewer = ?), p.pair_id
                 LIMIT 1""",
             params + [reviewer, expired, reviewer, reviewer],
-        ).fetchone()
-        if row is None:
-            cur.execute("UPDATE pairs SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by = ?", [reviewer])
-            return None
-        try:
-            # Claim it (only if still free) and give back any other claim of this reviewer, in one statement.
-            n = cur.execute(
+        ).fetchall()
+        with _write_lock(ws):
+            if not rows:
+                cur.execute("UPDATE pairs SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by = ?", [reviewer])
+                return None
+            pair_id, version, claimed_by, claimed_at, second = rows[0]
+            # Unchanged since the query above? Someone may have decided or claimed it in between.
+            if not cur.execute("SELECT 1 FROM pairs WHERE pair_id = ? AND version = ? AND claimed_by IS NOT DISTINCT FROM ? "
+                               "AND claimed_at IS NOT DISTINCT FROM ?", [pair_id, version, claimed_by, claimed_at]).fetchall():
+                continue
+            if second and not cur.execute(f"SELECT 1 FROM {_FROM} WHERE {where} AND p.pair_id = ?", params + [pair_id]).fetchall():
+                continue  # its second review was just given by someone else
+            # Claim it and give back any other claim of this reviewer, in one statement.
+            cur.execute(
                 """UPDATE pairs SET claimed_by = CASE WHEN pair_id = ? THEN ? END, claimed_at = CASE WHEN pair_id = ? THEN ? END
-                   WHERE (pair_id = ? AND (claimed_by IS NULL OR claimed_by = ? OR claimed_at < ?)) OR (claimed_by = ? AND pair_id <> ?)
-                   RETURNING pair_id, claimed_by""",
-                [row[0], reviewer, row[0], t, row[0], reviewer, expired, reviewer, row[0]],
-            ).fetchall()
-        except duckdb.TransactionException:
-            continue  # someone claimed it at the same moment: pick again
-        if (row[0], reviewer) in n:
-            return row[0]
+                   WHERE pair_id = ? OR (claimed_by = ? AND pair_id <> ?)""",
+                [pair_id, reviewer, pair_id, t, pair_id, reviewer, pair_id],
+            )
+            return pair_id
     return None
 
 
+@_serialized
 def release(ws, reviewer: str) -> None:
     """Give back this reviewer's claim (leaving the page, changing queue)."""
     ws.cursor().execute("UPDATE pairs SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by = ?", [reviewer])
-
-
-def _scores(cur, candidate_id: str | None, judge_run: str | None) -> dict | None:
-    if not candidate_id:
-        return None
-    row = cur.execute(
-        """SELECT scores, overall, rationale, error, run_id FROM judgments WHERE candidate_id = ?
-           ORDER BY run_id = ? DESC, created_at DESC NULLS LAST LIMIT 1""",
-        [candidate_id, judge_run or ""],
-    ).fetchone()
-    if row is None:
-        return None
-    return {"scores": json.loads(row[0]) if row[0] else {}, "overall": row[1], "rationale": row[2], "error": row[3], "judge_run": row[4]}
 
 
 def pair_view(ws, pair_id: str) -> dict | None:
@@ -340,15 +363,18 @@ def pair_view(ws, pair_id: str) -> dict | None:
     v["provenance"] = json.loads(v["provenance"]) if v["provenance"] else {}
     judge_run = v["provenance"].get("judge_run")
     cands = cur.execute(
-        """SELECT c.candidate_id, c.sample_index, c.finish_reason, c.degenerate, c.has_loop, c.loops, c.n_tokens, length(c.text),
-                  j.scores, j.overall, j.rationale, j.error, j.run_id
-           FROM candidates c LEFT JOIN (
-               SELECT * FROM judgments WHERE candidate_id IN (SELECT candidate_id FROM candidates WHERE run_id = ? AND item_id = ?)
-               QUALIFY row_number() OVER (PARTITION BY candidate_id ORDER BY run_id = ? DESC, created_at DESC NULLS LAST) = 1
-           ) j USING (candidate_id)
-           WHERE c.run_id = ? AND c.item_id = ? ORDER BY c.sample_index""",
-        [v["run_id"], v["item_id"], judge_run or "", v["run_id"], v["item_id"]],
+        """SELECT candidate_id, sample_index, finish_reason, degenerate, has_loop, loops, n_tokens, coalesce(chars, length(text))
+           FROM candidates WHERE run_id = ? AND item_id = ? ORDER BY sample_index""",
+        [v["run_id"], v["item_id"]],
     ).fetchall()
+    # Their judgments by a list of ids, so the index on judgments.candidate_id answers (a join would scan them all).
+    judged = {r[0]: r[1:] for r in cur.execute(
+        f"""SELECT candidate_id, scores, overall, rationale, error, run_id FROM judgments
+            WHERE candidate_id IN ({', '.join('?' * len(cands)) or 'NULL'})
+            QUALIFY row_number() OVER (PARTITION BY candidate_id ORDER BY run_id = ? DESC, created_at DESC NULLS LAST) = 1""",
+        [c[0] for c in cands] + [judge_run or ""],
+    ).fetchall()} if cands else {}
+    cands = [(*c, *judged.get(c[0], (None,) * 5)) for c in cands]
     v["candidates"] = [
         {"candidate_id": c[0], "sample_index": c[1], "finish_reason": c[2], "degenerate": c[3], "has_loop": c[4],
          "loops": json.loads(c[5]) if c[5] else [], "n_tokens": c[6], "chars": c[7],
@@ -411,13 +437,29 @@ def agreement(ws, run: str | None = None) -> dict:
     ).fetchall()
     outcomes: dict[str, int] = {}
     crit: dict[str, list[int]] = {}
+    # Every judgment of the approved pairs' candidates in one query (one per pair was seconds at 1,000 decisions).
+    ids = [r[3 + i] for r in rows if r[2] == "approved" for i in (0, 1) if r[3 + i]]
+    judged: dict[str, list] = {}
+    for i in range(0, len(ids), 1000):  # a list of constants: the index on judgments.candidate_id answers
+        chunk = ids[i:i + 1000]
+        for cid, *j in cur.execute("SELECT candidate_id, scores, overall, rationale, error, run_id, created_at FROM judgments "
+                                   f"WHERE candidate_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall():
+            judged.setdefault(cid, []).append(j)
+
+    def scores_of(cid, judge_run):  # as _scores: the pair's judging run first, then the latest
+        js = judged.get(cid)
+        if not js:
+            return None
+        j = max(js, key=lambda j: (j[4] == (judge_run or ""), j[5] is not None, j[5] or 0))
+        return {"scores": json.loads(j[0]) if j[0] else {}, "overall": j[1], "rationale": j[2], "error": j[3], "judge_run": j[4]}
+
     for pid, first_before, *state, judge_run in rows:
         after = dict(zip(STATE, state[: len(STATE)]))
         o = _outcome(json.loads(first_before), after)
         outcomes[o] = outcomes.get(o, 0) + 1
         if after["status"] != "approved":
             continue
-        c, r = _scores(cur, after["chosen_candidate_id"], judge_run), _scores(cur, after["rejected_candidate_id"], judge_run)
+        c, r = scores_of(after["chosen_candidate_id"], judge_run), scores_of(after["rejected_candidate_id"], judge_run)
         if not c or not r:
             continue
         for name, cs in c["scores"].items():
@@ -444,6 +486,7 @@ def agreement(ws, run: str | None = None) -> dict:
     }
 
 
+@_serialized
 def send_to_second_review(ws, run: str | None, share: float) -> int:
     """Mark a stable share of a run's pairs (by a hash of the pair id) for a second reviewer. Returns how many."""
     if not 0 <= share <= 1:
@@ -487,9 +530,23 @@ def families_and_stages(ws) -> tuple[list[str], list[str]]:
     return sorted({f for f, _ in rows if f}), sorted({s for _, s in rows if s})
 
 
+def candidate_runs(ws) -> list[str]:
+    """Runs that have candidates (the candidate browser's choices), without a DISTINCT over every candidate."""
+    return [r[0] for r in ws.cursor().execute(
+        "SELECT run_id FROM runs r WHERE EXISTS (SELECT 1 FROM candidates c WHERE c.run_id = r.run_id) ORDER BY 1"
+    ).fetchall()]
+
+
 def candidates_frame(ws, run: str, has_loop: bool | None = None, finish_reasons: list[str] | None = None,
                      score: tuple[float, float] = (0.0, 1.0), chars: tuple[int, int] | None = None, limit: int = 2000):
-    """The candidate browser's table: one row per candidate of a run with its latest overall score."""
+    """The candidate browser's table: one row per candidate of a run with its latest overall score.
+
+    Every filter reads narrow columns: `chars` and `overall` are derived once by the writer
+    (core/derived.py), so a filter over 800k candidates neither scans their texts nor aggregates
+    their judgments (3 s → well under 200 ms, bench/bench_candidates.py).
+    """
+    cur = ws.cursor()
+    derived.refresh(cur, run)
     where, params = ["c.run_id = ?"], [run]
     if has_loop is not None:
         where.append("c.has_loop = ?")
@@ -498,16 +555,15 @@ def candidates_frame(ws, run: str, has_loop: bool | None = None, finish_reasons:
         where.append("list_contains(?, c.finish_reason)")
         params.append(finish_reasons)
     if score != (0.0, 1.0):
-        where.append("j.overall BETWEEN ? AND ?")
+        where.append("c.overall BETWEEN ? AND ?")
         params += list(score)
     if chars:
-        where.append("length(c.text) BETWEEN ? AND ?")
+        where.append("c.chars BETWEEN ? AND ?")
         params += list(chars)
-    return ws.cursor().execute(
+    return cur.execute(
         f"""SELECT c.candidate_id, c.item_id, c.sample_index, c.has_loop, c.degenerate, c.finish_reason, c.n_tokens,
-                   length(c.text) AS chars, j.overall, r.model
+                   c.chars, c.overall, r.model
             FROM candidates c LEFT JOIN runs r ON r.run_id = c.run_id
-            LEFT JOIN (SELECT candidate_id, last(overall ORDER BY created_at) AS overall FROM judgments GROUP BY 1) j USING (candidate_id)
             WHERE {' AND '.join(where)} ORDER BY c.item_id, c.sample_index LIMIT ?""",
         params + [limit],
     ).df()
@@ -527,16 +583,18 @@ _DEL = "background:rgba(248,81,73,0.25);text-decoration:line-through"
 
 def diff_html(text: str, reference: str, max_chars: int = 6000) -> str:
     """A word-level diff of a text against the reference, escaped; both are cut to max_chars so a loop cannot stall it."""
+    from core.render import escape_text
+
     a, b = re.split(r"(\s+)", (reference or "")[:max_chars]), re.split(r"(\s+)", (text or "")[:max_chars])
     out = ['<div style="white-space:pre-wrap;word-break:break-word;font-family:ui-monospace,monospace;font-size:0.8rem">']
     for op, i1, i2, j1, j2 in SequenceMatcher(None, a, b, autojunk=False).get_opcodes():
         if op == "equal":
-            out.append(escape("".join(a[i1:i2]), quote=True))
+            out.append(escape_text("".join(a[i1:i2])))
             continue
         if i2 > i1:
-            out.append(f'<span style="{_DEL}">{escape("".join(a[i1:i2]), quote=True)}</span>')
+            out.append(f'<span style="{_DEL}">{escape_text("".join(a[i1:i2]))}</span>')
         if j2 > j1:
-            out.append(f'<span style="{_INS}">{escape("".join(b[j1:j2]), quote=True)}</span>')
+            out.append(f'<span style="{_INS}">{escape_text("".join(b[j1:j2]))}</span>')
     if max(len(text or ""), len(reference or "")) > max_chars:
         out.append(f'<span style="color:#888;font-style:italic">\n… only the first {max_chars:,} characters compared</span>')
     return "".join(out) + "</div>"

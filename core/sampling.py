@@ -28,6 +28,7 @@ from pathlib import Path
 
 from core.config import option
 from core.detect import DetectConfig, analyze, tail_loop
+from core.metrics import quality
 from core.prompts import DEFAULT_INSTRUCTION, build_prompt
 from core.store import now
 
@@ -410,6 +411,7 @@ def candidate_rows(run_id: str, item: dict, prompt: str, reqs: list[Request], re
                 "latency_s": g.latency_s, "degenerate": det.degenerate, "has_loop": det.has_loop,
                 "loops": json.dumps([lp.to_dict() for lp in det.loops], ensure_ascii=False),
                 "metrics": json.dumps(det.metrics), "created_at": now(),
+                "quality": None if item.get("reference") is None else quality(g.text.strip(), item["reference"].strip()),
             })
             index += 1
     return rows, None
@@ -433,8 +435,13 @@ def run_sample_job(ctx) -> None:
     sampler = make_sampler(cfg, ctx.spec["model_path"])
     ctx.log(f"{len(todo)} of {total} items to sample with {sampler.name} ({len(done_ids)} already done)")
     done = total - len(todo)
-    for start in range(0, len(todo), max(1, cfg.items_per_shard)):
-        batch = todo[start:start + cfg.items_per_shard]
+    step = max(1, cfg.items_per_shard)
+    for start in range(0, total, step):
+        # Shards are cut from the whole item list, not from what is left: a resumed job decodes the same
+        # batches as an uninterrupted one, even when an item skipped earlier (too long) is tried again.
+        batch = [it for it in items[start:start + step] if it["item_id"] not in done_ids]
+        if not batch:
+            continue
         prompts = [sampler.format_prompt(build_prompt(it["text"], cfg.instruction), cfg.chat_template) for it in batch]
         per_item = [requests_for(p, cfg.decoding, item_seed(cfg.decoding.seed, it["item_id"])) for it, p in zip(batch, prompts)]
         flat = [r for reqs in per_item for r in reqs]
@@ -486,7 +493,7 @@ def start_sampling(ws, cfg: SampleConfig, run_id: str | None = None) -> str:
 def select_items(ws, dataset: str, split: str | None, limit: int | None) -> list[dict]:
     from core.store import WorkspaceError
 
-    sql = "SELECT dataset, item_id, text FROM items WHERE dataset = ?"
+    sql = "SELECT dataset, item_id, text, reference FROM items WHERE dataset = ?"
     params: list = [dataset]
     if split:
         sql += " AND split = ?"
@@ -498,7 +505,7 @@ def select_items(ws, dataset: str, split: str | None, limit: int | None) -> list
     rows = ws.cursor().execute(sql, params).fetchall()
     if not rows:
         raise WorkspaceError(f"no items in dataset {dataset!r}" + (f" split {split!r}" if split else "") + ": import documents first")
-    return [{"dataset": d, "item_id": i, "text": t} for d, i, t in rows]
+    return [{"dataset": d, "item_id": i, "text": t, "reference": r} for d, i, t, r in rows]
 
 
 def run_summary(ws, run_id: str) -> dict:
@@ -521,12 +528,19 @@ def run_summary(ws, run_id: str) -> dict:
 
 
 def list_candidates(ws, run_id: str, only_degenerate: bool = False, limit: int = 500):
-    """The run's candidates for the table on the Sample page (newest items last)."""
-    sql = ("SELECT candidate_id, item_id, sample_index, degenerate, has_loop, finish_reason, n_tokens, "
-           "length(text) AS chars, left(replace(text, chr(10), ' '), 100) AS preview FROM candidates WHERE run_id = ?")
-    if only_degenerate:
-        sql += " AND degenerate"
-    return ws.cursor().execute(sql + " ORDER BY item_id, sample_index LIMIT ?", [run_id, limit]).df()
+    """The run's candidates for the table on the Sample page (newest items last).
+
+    The page's rows are picked on narrow columns first, then only their texts are read (by primary
+    key): a preview column in the ordered query read every text of the run (2.3 s at 800k).
+    """
+    cur = ws.cursor()
+    ids = [r[0] for r in cur.execute(
+        "SELECT candidate_id FROM candidates WHERE run_id = ?" + (" AND degenerate" if only_degenerate else "")
+        + " ORDER BY item_id, sample_index LIMIT ?", [run_id, limit]).fetchall()]
+    return cur.execute(
+        "SELECT candidate_id, item_id, sample_index, degenerate, has_loop, finish_reason, n_tokens, "
+        "coalesce(chars, length(text)) AS chars, left(replace(text, chr(10), ' '), 100) AS preview FROM candidates "
+        f"WHERE candidate_id IN ({', '.join('?' * len(ids)) or 'NULL'}) ORDER BY item_id, sample_index", ids).df()
 
 
 def get_candidate(ws, candidate_id: str) -> dict | None:

@@ -42,6 +42,7 @@ class TrainJobConfig:
     dataset: str | None = option(None, "sft on references: the dataset")
     split: str | None = option("train", "sft on references: the split")
     name: str | None = option(None, "name to register the new model under (default: the run id)")
+    stage: str | None = option(None, "stage to register it as (default: dpo, dpo2… after a DPO base, or sft); sft2 = SFT trained further")
     params: dict = field(default_factory=dict, metadata={"help": "training hyper-parameters (DPORunConfig / SFTRunConfig fields)"})
 
     def run_config(self) -> DPORunConfig | SFTRunConfig:
@@ -152,7 +153,7 @@ def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: b
     run_id = run_id or jobs.new_run_id("train")
     out_dir = ws.models_dir / run_id
     spec = {"config": dataclasses.asdict(cfg), "base": base, "out_dir": str(out_dir), "n_examples": len(rows),
-            "stage": next_stage(cfg.method, base["stage"])}
+            "stage": cfg.stage or next_stage(cfg.method, base["stage"])}
     jobs.create_job(ws, "train", spec, model=base["name"], dataset=str(data_name), split=cfg.split if cfg.sft_source == "references" and cfg.method == "sft" else None,
                     run_id=run_id)
     pq.write_table(pa.Table.from_pylist(rows), ws.jobs_dir / run_id / "pairs.parquet")

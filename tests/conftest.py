@@ -80,12 +80,13 @@ def free_port() -> int:
 class StreamlitServer:
     """`streamlit run app.py` as a real subprocess on a free port."""
 
-    def __init__(self, workspace: Path):
+    def __init__(self, workspace: Path, args: list[str] = ()):
+        """``args``: more `streamlit run` options, e.g. ["--secrets.files", "secrets.toml"]."""
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workspace.parent / "streamlit.log"
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port),
+            [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port", str(self.port), *args,
              "--", "--workspace", str(workspace)],
             cwd=ROOT, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
         )

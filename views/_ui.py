@@ -7,7 +7,9 @@ import sys
 
 import streamlit as st
 
+from core.access import AccessConfig, check_model_ref, check_path, effective_roots, gate, is_shared, load_access
 from core.config import helps  # noqa: F401  (re-exported for the pages)
+from core.render import md_escape
 from core.store import Workspace, WorkspaceError, open_workspace, resolve_workspace
 
 
@@ -25,13 +27,138 @@ def _open(path: str) -> Workspace:
 
 
 def workspace() -> Workspace:
-    """The workspace chosen in the sidebar; stops the page with a clear error if it cannot be opened."""
+    """The workspace chosen in the sidebar; stops the page with a clear error if it cannot be opened
+    (or, on a shared app, lies outside the allowed roots)."""
     path = st.session_state.setdefault("workspace_path", default_workspace())
     try:
+        if path != default_workspace():
+            path = str(check_path(path, allowed_roots(), "workspace"))
         return _open(path)
     except WorkspaceError as e:
-        st.error(str(e), icon=":material/lock:")
+        st.error(md_escape(e, 1000), icon=":material/lock:")
         st.stop()
+
+
+# ---------------------------------------------------------------- access (core/access.py): login and allowed roots
+
+
+@st.cache_resource(show_spinner=False)
+def _access(path: str) -> AccessConfig:
+    return load_access(path)
+
+
+def access() -> AccessConfig:
+    """The [access] settings of the workspace the server started on, read once per server process;
+    an unreadable file stops every page (a shared app never opens up because of a typo)."""
+    try:
+        return _access(default_workspace())
+    except WorkspaceError as e:
+        st.error(md_escape(e, 1000), icon=":material/lock:")
+        st.stop()
+
+
+def allowed_roots():
+    """Folders typed paths must stay inside; None when the app is local and no roots are set."""
+    cfg = access()
+    return effective_roots(cfg, default_workspace(), is_shared(cfg, st.get_option("server.address")))
+
+
+def checked_path(path: str, what: str = "path") -> str:
+    """A typed path, resolved and checked against the allowed roots (AccessDenied, a WorkspaceError, if outside)."""
+    return str(check_path(path, allowed_roots(), what))
+
+
+def checked_model(ref: str, what: str = "model path") -> str:
+    """A typed model reference: a path is checked like checked_path; a hub id or a server's model name passes."""
+    return check_model_ref(ref, allowed_roots(), what)
+
+
+def show_image(where, path: str, ws) -> None:
+    """An item's image; on a shared app only from inside the allowed roots or the workspace (an imported
+    file may point its image field anywhere on the server)."""
+    from core.access import AccessDenied
+
+    roots = allowed_roots()
+    try:
+        if roots is not None:
+            check_path(path, [*roots, ws.root.resolve()], "image")
+        where.image(path)
+    except AccessDenied:
+        where.caption("image outside the folders this app may read: not shown")
+    except Exception:
+        where.caption("image not readable")
+
+
+def login_gate() -> str | None:
+    """With require_login: the login email of an allowed visitor; anyone else sees a login button or a
+    refusal and the run stops here. Without it: None (the app is open, as on a laptop)."""
+    cfg = access()
+    try:
+        user = st.user.to_dict()
+    except Exception:  # no [auth] configured: nobody can be logged in
+        user = {}
+    g = gate(cfg, user)
+    if g.state == "open":
+        return None
+    if g.state == "in":
+        return g.email
+    st.title("Loopbreak")
+    if g.state == "login":
+        try:
+            configured = "auth" in st.secrets
+        except Exception:  # no secrets.toml at all
+            configured = False
+        if not configured:
+            st.error("This app requires a login (require_login in loopbreak.toml), but .streamlit/secrets.toml has no "
+                     "[auth] section: nobody can log in until its owner configures an OIDC provider.", icon=":material/lock:")
+            st.stop()
+        import importlib.util
+
+        if importlib.util.find_spec("authlib") is None:
+            st.error("This app requires a login, but st.login needs Authlib on the server: "
+                     "`pip install 'Authlib>=1.3.2'` (or `pip install -e '.[auth]'`), then restart it.", icon=":material/lock:")
+            st.stop()
+        st.info(g.message, icon=":material/lock:")
+        st.button("Log in", type="primary", icon=":material/login:", on_click=st.login, args=(cfg.provider,) if cfg.provider else ())
+    else:
+        st.error(md_escape(g.message, 500), icon=":material/block:")
+        st.button("Log out", icon=":material/logout:", on_click=st.logout)
+    st.stop()
+
+
+def attractor_panel(ws, cand: dict, where: str) -> None:
+    """For a candidate with loops: a button that scores its tokens teacher-forced with the model that
+    sampled it and plots them with the loop span(s) marked (kept per candidate for later reruns)."""
+    from core.attractor import AttractorError, candidate_attractor, candidate_model, reading
+    from core.charts import attractor_figure
+
+    if not cand.get("loops"):
+        return
+    results = st.session_state.setdefault("attractor_results", {})
+    cid = cand["candidate_id"]
+    if cid not in results:
+        if not st.button("Attractor: token probabilities", key=f"attractor-{where}-{cid}", icon=":material/trending_up:",
+                         help="the probability the model gives each token of its own text: inside a loop it climbs towards 1"):
+            return
+        info = candidate_model(ws, cand)
+        if not info["local"]:  # kept like a result, so a live page's next rerun still shows why
+            results[cid] = {"unavailable": info["reason"]}
+    if cid not in results:
+        with st.spinner(f"Scoring {cand['n_tokens'] or 'the'} tokens with {md_escape(info['name'])}…"):
+            try:
+                results[cid] = candidate_attractor(ws, cand)
+            except AttractorError as e:
+                st.warning(md_escape(str(e), 600), icon=":material/warning:")
+                return
+        while len(results) > 8:  # a few figures kept per session
+            results.pop(next(iter(results)))
+    result = results[cid]
+    if "unavailable" in result:
+        st.info(md_escape(result["unavailable"], 600), icon=":material/cloud_off:")
+        return
+    st.markdown("**Attractor: token probabilities**")
+    st.plotly_chart(attractor_figure(result), width="stretch", key=f"attractor-fig-{where}-{cid}")
+    st.caption(reading(result) + " " + " ".join(f"Note: {md_escape(n, 400)}." for n in result["notes"]))
 
 
 
@@ -46,7 +173,7 @@ def run_progress(run: dict) -> None:
         if p.get("eta_s") is not None:
             text += f" · ETA {int(p['eta_s']) // 60}m{int(p['eta_s']) % 60:02d}s"
     if p.get("message"):
-        text += f" · {p['message']}"
+        text += f" · {md_escape(p['message'])}"
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
 
 
@@ -63,10 +190,11 @@ def runs_panel(ws, kind: str, state_key: str) -> None:
     for run in runs:
         with st.container(border=True):
             c1, c2 = st.columns([5, 1])
-            c1.markdown(f"**{run['run_id']}** · `{run['model']}` on {run['dataset']}/{run['split'] or 'all'} · *{run['status']}*")
+            c1.markdown(f"**{md_escape(run['run_id'])}** · {md_escape(run['model'])} on {md_escape(run['dataset'])}/"
+                        f"{md_escape(run['split'] or 'all')} · *{md_escape(run['status'])}*")
             run_progress(run)
             if run["error"]:
-                c1.error(run["error"], icon=":material/error:")
+                c1.error(md_escape(run["error"], 1000), icon=":material/error:")
             if run["status"] == "running":
                 if c2.button("Cancel", key=f"cancel-{run['run_id']}", icon=":material/stop:"):
                     jobs.cancel(ws, run["run_id"])

@@ -4,14 +4,14 @@ from html import escape
 
 import streamlit as st
 
-from core.render import render_text_html
-from core.review import candidate_judgments, candidates_frame
+from core.render import md_escape, render_text_html
+from core.review import candidate_judgments, candidate_runs, candidates_frame
 from core.sampling import get_candidate
-from views._ui import workspace
+from views._ui import attractor_panel, workspace
 
 ws = workspace()
 st.title("Candidates")
-runs = [r[0] for r in ws.cursor().execute("SELECT DISTINCT run_id FROM candidates ORDER BY 1").fetchall()]
+runs = candidate_runs(ws)
 if not runs:
     st.info("No candidates yet: sample a run on the Sample page first.", icon=":material/casino:")
     st.stop()
@@ -30,10 +30,11 @@ rows = event.selection.rows if event else []
 if not rows:
     st.stop()
 cand = get_candidate(ws, df.iloc[rows[0]]["candidate_id"])
-st.subheader(f"{cand['item_id']} · candidate {cand['sample_index']}")
+st.subheader(f"{md_escape(cand['item_id'])} · candidate {cand['sample_index']}", anchor=False)
 st.caption(f"{cand['finish_reason']} · {'degenerate' if cand['degenerate'] else 'not degenerate'} · {cand['n_tokens']} tokens · "
            f"{len(cand['text']):,} chars")
 st.html(render_text_html(cand["text"], cand["loops"]))
+attractor_panel(ws, cand, "candidates")
 for j in candidate_judgments(ws, cand["candidate_id"]):
     scores = " · ".join(f"{escape(str(k))} {v:.2f}" for k, v in j["scores"].items() if isinstance(v, (int, float)))
     overall = "–" if j["overall"] is None else f"{j['overall']:.3f}"

@@ -5,8 +5,9 @@ import json
 import streamlit as st
 
 from core.importer import ImportFields, import_file, save_upload
+from core.render import md_escape
 from core.store import WorkspaceError, get_item, list_datasets, search_items
-from views._ui import workspace
+from views._ui import checked_path, show_image, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -33,11 +34,11 @@ with st.expander("Import documents", expanded=not list_datasets(cur), icon=":mat
             st.warning("Choose a file to upload or type a path.")
         else:
             try:
-                source = save_upload(ws, upload.name, upload.getvalue()) if upload else path.strip()
+                source = save_upload(ws, upload.name, upload.getvalue()) if upload else checked_path(path.strip(), "import path")
                 r = import_file(ws, source, dataset.strip(), split=split.strip() or None, fields=fields)
-                st.success(f"Imported {r.new:,} new items into **{r.dataset}** ({r.unchanged:,} unchanged).")
+                st.success(f"Imported {r.new:,} new items into **{md_escape(r.dataset)}** ({r.unchanged:,} unchanged).")
             except WorkspaceError as e:
-                st.error(str(e), icon=":material/error:")
+                st.error(md_escape(e, 1000), icon=":material/error:")
 
 datasets = list_datasets(cur)
 if not datasets:
@@ -69,14 +70,14 @@ if not rows:
     st.stop()
 
 item = get_item(cur, dataset, items.iloc[rows[0]]["item_id"])
-st.subheader(f"Item `{item['item_id']}`")
-st.caption(f"{item['dataset']} · {item['split']} · imported from {item['source']}")
+st.subheader(f"Item {md_escape(item['item_id'])}", anchor=False)
+st.caption(f"{md_escape(item['dataset'])} · {md_escape(item['split'])} · imported from {md_escape(item['source'])}")
 doc, ref = st.columns(2)
 with doc:
     st.markdown("**Document**")
     st.code(item["text"], language=None, wrap_lines=True)
     if item["image_path"]:
-        st.image(item["image_path"])
+        show_image(st, item["image_path"], ws)
 with ref:
     st.markdown("**Reference**")
     if item["reference"] is None:

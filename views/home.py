@@ -2,6 +2,7 @@
 
 import streamlit as st
 
+from core.render import md_escape
 from core.store import counts, list_datasets, list_models, next_step
 from views._ui import workspace
 
@@ -10,7 +11,7 @@ cur = ws.cursor()
 c = counts(cur)
 
 st.title("Loopbreak")
-st.caption(f"Workspace `{ws.root}`")
+st.caption(f"Workspace {md_escape(ws.root)}")
 
 flow = [
     ("Items", c["items"], "documents imported"),

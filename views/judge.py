@@ -8,9 +8,10 @@ from core import jobs
 from core.charts import criterion_histograms, score_by_loop
 from core.judge import DEFAULT_RUBRIC, JudgeConfig, judge_summary, judgments_frame, start_judging
 from core.pairs import PairPolicy, mine_run
+from core.render import md_escape
 from core.sampling import BACKENDS
 from core.store import WorkspaceError, list_models
-from views._ui import helps, runs_panel, workspace
+from views._ui import checked_model, helps, runs_panel, workspace
 
 ws = workspace()
 st.title("Judge")
@@ -38,9 +39,11 @@ with st.expander("New judging run", expanded=not jobs.list_runs(ws, "judge", lim
                           base_url=base_url.strip() or None,
                           judge_model=(other.strip() or None) if judge_model == "Other…" else judge_model)
         try:
+            if judge == "llm" and judge_model == "Other…" and backend != "openai" and cfg.judge_model:
+                cfg.judge_model = checked_model(cfg.judge_model)  # a typed path stays inside the allowed roots
             st.session_state["judge_run"] = start_judging(ws, source, cfg)
         except WorkspaceError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(md_escape(e, 1000), icon=":material/error:")
 
 
 @st.fragment(run_every=2)
@@ -53,6 +56,7 @@ judge_run = st.session_state.get("judge_run") or next(iter(r["run_id"] for r in 
 if not judge_run:
     st.stop()
 
+CHART_ROWS = 20_000
 s = judge_summary(ws, judge_run)
 st.subheader(f"Scores of {judge_run}")
 c = st.columns(4)
@@ -62,9 +66,11 @@ c[2].metric("Mean overall", "–" if s["mean_overall"] is None else f"{s['mean_o
 by = s["overall_by_degenerate"]
 c[3].metric("Overall: degenerate / not", " / ".join("–" if by.get(k) is None else f"{by[k]:.2f}" for k in ("true", "false")),
             help="mean overall score of degenerate and of other candidates: a judge that sees loops keeps them apart")
-df = judgments_frame(ws, judge_run)
+df = judgments_frame(ws, judge_run, sample=CHART_ROWS)  # distributions: a fixed sample draws the same picture
 if len(df) and df["overall"].notna().any():
     criteria = [k for k in s["criteria"] if k not in ("quality", "judge_overall")]
+    if s["judged"] > CHART_ROWS:
+        st.caption(f"Charts: a random sample of {CHART_ROWS:,} of the {s['judged']:,} judgments.")
     left, right = st.columns([3, 1])
     left.plotly_chart(criterion_histograms(df, criteria), width="stretch")
     right.plotly_chart(score_by_loop(df), width="stretch")

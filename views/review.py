@@ -1,17 +1,16 @@
 """Review: decide the mined pairs, one keystroke each. The pair pane is a fragment, so a decision reruns only it."""
 
-import re
 from html import escape
 
 import streamlit as st
 
-from core.render import render_text_html
+from core.render import md_escape, render_text_html
 from core.review import (
     Conflict, QueueFilter, agreement, bulk, decide, diff_html, families_and_stages, last_decided_pair, next_pair, pair_view,
     progress, send_to_second_review,
 )
 from core.store import WorkspaceError
-from views._ui import helps, workspace
+from views._ui import helps, show_image, workspace
 
 ws = workspace()
 st.title("Review")
@@ -21,12 +20,13 @@ KEYS = {"approve": "A", "swap": "S", "reject": "X", "skip": "K", "undo": "U"}
 
 def md(text) -> str:
     """Document-derived ids and names inside Markdown labels: every Markdown character backslash-escaped."""
-    return re.sub(r"([\\`*_{}\[\]()#+\-.!|<>~$:])", r"\\\1", str(text))
+    return md_escape(text)
 
 
 def login_name() -> str:
+    """The login's email (what allowed_reviewers lists; stable across sessions), else its name; "" without a login."""
     try:
-        return (st.user.get("name") or st.user.get("email") or "") if st.user.is_logged_in else ""
+        return (st.user.get("email") or st.user.get("name") or "") if st.user.is_logged_in else ""
     except Exception:  # auth not configured
         return ""
 
@@ -36,8 +36,10 @@ def remember_reviewer() -> None:
 
 
 with st.sidebar:
-    if "reviewer" not in st.session_state:
-        st.session_state["reviewer"] = login_name() or st.query_params.get("reviewer", "")
+    if login_name():  # the login decides who decides: neither a typed name nor ?reviewer= can override it
+        st.session_state["reviewer"] = login_name()
+    elif "reviewer" not in st.session_state:
+        st.session_state["reviewer"] = st.query_params.get("reviewer", "")
     st.text_input("Reviewer", key="reviewer", on_change=remember_reviewer, disabled=bool(login_name()),
                   help="recorded with every decision; from your login when there is one, else remembered in the page address")
 reviewer = st.session_state["reviewer"].strip()
@@ -128,10 +130,7 @@ def pane() -> None:
         d1, d2 = st.columns([3, 2]) if v["image_path"] else (st.container(), None)
         d1.html(render_text_html(v["document"] or "", [], max_chars=6000))
         if d2 is not None:
-            try:
-                d2.image(v["image_path"])
-            except Exception:
-                d2.caption("image not readable")
+            show_image(d2, v["image_path"], ws)
     show_diff = st.toggle("Diff against the reference", key="diff", disabled=not v["reference"])
     left, right = st.columns(2)
     side(left, "Chosen", v["chosen"], v["reference"], show_diff)
@@ -171,7 +170,7 @@ with st.expander("Agreement, bulk decisions, second review", icon=":material/ins
     for col, action in ((c1, "approve"), (c2, "reject")):
         if col.button(f"{action.capitalize()} all matching", disabled=not sure, key=f"bulk-{action}"):
             s = bulk(ws, flt, action, reviewer)
-            st.success(f"{s['decided']} of {s['matched']} pairs decided ({action}) as {reviewer}.")
+            st.success(f"{s['decided']} of {s['matched']} pairs decided ({action}) as {md(reviewer)}.")
     share = c2.slider("Share sent to a second reviewer", 0.0, 1.0, 0.1, 0.05)
     if c2.button("Send to second review"):
         st.success(f"{send_to_second_review(ws, flt.run, share)} pairs will be shown to a second reviewer once decided.")

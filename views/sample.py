@@ -3,10 +3,10 @@
 import streamlit as st
 
 from core import jobs
-from core.render import render_text_html
+from core.render import md_escape, render_text_html
 from core.sampling import BACKENDS, DecodingConfig, SampleConfig, get_candidate, list_candidates, run_summary, start_sampling
 from core.store import WorkspaceError, list_datasets, list_models
-from views._ui import helps, runs_panel, workspace
+from views._ui import attractor_panel, checked_model, helps, runs_panel, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -47,10 +47,12 @@ with st.expander("New sampling run", expanded=not jobs.list_runs(ws, "sample", l
                                     seed=seed, with_greedy=greedy, early_stop=early),
         )
         try:
+            if pick == labels[-1]:  # a typed path must stay inside the allowed roots of a shared app
+                cfg.model = checked_model(cfg.model)
             st.session_state["sample_run"] = start_sampling(ws, cfg)
             st.toast(f"Started {st.session_state['sample_run']}", icon=":material/play_arrow:")
         except WorkspaceError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(md_escape(e, 1000), icon=":material/error:")
 
 
 @st.fragment(run_every=2)
@@ -61,7 +63,6 @@ def runs():
 runs()
 
 
-@st.fragment(run_every=2)
 def run_view(run_id: str):
     """The run's candidates as they arrive, each with its loop flag; a selection shows the folded loops."""
     s = run_summary(ws, run_id)
@@ -86,12 +87,14 @@ def run_view(run_id: str):
         return
     cand = get_candidate(ws, table.iloc[event.selection.rows[0]]["candidate_id"])
     verdict = "degenerate" if cand["degenerate"] else "loop inside" if cand["has_loop"] else "clean"
-    st.markdown(f"**{cand['item_id']}** · candidate {cand['sample_index']} · {cand['finish_reason']} · "
+    st.markdown(f"**{md_escape(cand['item_id'])}** · candidate {cand['sample_index']} · {cand['finish_reason']} · "
                 f"{cand['n_tokens']} tokens · **{verdict}**")
     st.html(render_text_html(cand["text"], cand["loops"]))
     st.caption("Metrics: " + ", ".join(f"{k} {v}" for k, v in cand["metrics"].items()))
+    attractor_panel(ws, cand, "sample")
 
 
 run_id = st.session_state.get("sample_run") or next((r["run_id"] for r in jobs.list_runs(ws, "sample", limit=1)), None)
 if run_id:
-    run_view(run_id)
+    live = any(r["run_id"] == run_id and r["status"] in ("queued", "running") for r in jobs.list_runs(ws, "sample", limit=20))
+    st.fragment(run_view, run_every=2 if live else None)(run_id)  # refreshes itself only while candidates arrive

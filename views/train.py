@@ -4,10 +4,11 @@ import streamlit as st
 
 from core import jobs
 from core.charts import training_curves
+from core.render import md_escape
 from core.store import WorkspaceError, list_datasets, list_models
 from core.train import DPO_LOSSES, DPORunConfig, SFTRunConfig
 from core.train_jobs import TrainJobConfig, pair_sources, read_metrics, start_training, training_summary
-from views._ui import helps, runs_panel, workspace
+from views._ui import checked_path, helps, runs_panel, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -64,10 +65,14 @@ with st.expander("New training run", expanded=not jobs.list_runs(ws, "train", li
         cfg = TrainJobConfig(method=method, base=base, pairs=pairs or None, sft_source=sft_source, dataset=dataset,
                              name=name.strip() or None, params=params)
         try:
+            if (pick == labels[-1] or not models) and cfg.base:  # typed paths stay inside the allowed roots
+                cfg.base = checked_path(cfg.base, "model folder")
+            if src == src_labels[-1] and cfg.pairs:
+                cfg.pairs = checked_path(cfg.pairs, "export path")
             st.session_state["train_run"] = start_training(ws, cfg)
             st.toast(f"Started {st.session_state['train_run']}", icon=":material/model_training:")
         except WorkspaceError as e:
-            st.error(str(e), icon=":material/error:")
+            st.error(md_escape(e, 1000), icon=":material/error:")
 
 
 @st.fragment(run_every=2)
@@ -99,10 +104,11 @@ def run_view(run_id: str):
         st.plotly_chart(training_curves(metrics), width="stretch", key=f"curves-{run_id}")
     if s["model"]:
         m = s["model"]
-        st.success(f"Registered **{m['name']}** ({m['family'] or '?'} · {m['stage']}, parent {m['parent']}) at `{m['path']}`: "
+        st.success(f"Registered **{md_escape(m['name'])}** ({md_escape(m['family'] or '?')} · {md_escape(m['stage'])}, "
+                   f"parent {md_escape(m['parent'])}) at {md_escape(m['path'])}: "
                    "ready to sample or evaluate.", icon=":material/check_circle:")
     elif s["result"].get("last_checkpoint"):
-        st.info(f"Cancelled; last checkpoint: `{s['result']['last_checkpoint']}`", icon=":material/save:")
+        st.info(f"Cancelled; last checkpoint: {md_escape(s['result']['last_checkpoint'])}", icon=":material/save:")
 
 
 run_id = st.session_state.get("train_run") or next((r["run_id"] for r in jobs.list_runs(ws, "train", limit=1)), None)
