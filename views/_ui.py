@@ -177,6 +177,25 @@ def run_progress(run: dict) -> None:
     st.progress(min(1.0, done / total) if total else 0.0, text=text)
 
 
+def active_runs(ws, kind: str) -> bool:
+    from core import jobs
+
+    return any(r["status"] in ("queued", "running") for r in jobs.list_runs(ws, kind, limit=20))
+
+
+def live_runs_panel(ws, kind: str, state_key: str) -> None:
+    """The runs panel as a fragment that refreshes every 2 s while a run of this kind is queued or
+    running, and reruns the whole page once the last one ends (so its results appear)."""
+    active = active_runs(ws, kind)
+
+    def panel():
+        runs_panel(ws, kind, state_key)
+        if active and not active_runs(ws, kind):
+            st.rerun(scope="app")
+
+    st.fragment(panel, run_every=2 if active else None)()
+
+
 def runs_panel(ws, kind: str, state_key: str) -> None:
     """Runs of one kind with live progress; cancel and resume act on the job folder; Show selects one."""
     from core import jobs

@@ -4,12 +4,11 @@ import pandas as pd
 import streamlit as st
 
 from core import charts
-from core.jobs import list_runs
 from core.evaluate import EvalConfig, degenerate_outputs, eval_results, loop_shapes, report, start_eval
 from core.render import md_escape, render_text_html
 from core.sampling import get_candidate
 from core.store import WorkspaceError, list_datasets, list_models
-from views._ui import attractor_panel, helps, runs_panel, workspace
+from views._ui import active_runs, attractor_panel, helps, live_runs_panel, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -46,15 +45,8 @@ with st.expander("New evaluation", expanded=not eval_results(ws), icon=":materia
             st.error(md_escape(err, 1000), icon=":material/error:")
 
 
-def runs():
-    with st.expander("Evaluation runs", icon=":material/list:", expanded=active):
-        runs_panel(ws, "eval", "eval_run")
-    if active and not any(r["status"] in ("queued", "running") for r in list_runs(ws, "eval", limit=20)):
-        st.rerun(scope="app")  # the last run finished: redraw the results
-
-
-active = any(r["status"] in ("queued", "running") for r in list_runs(ws, "eval", limit=20))
-st.fragment(runs, run_every=3 if active else None)()  # live progress only while something runs
+with st.expander("Evaluation runs", icon=":material/list:", expanded=active_runs(ws, "eval")):
+    live_runs_panel(ws, "eval", "eval_run")
 
 rows = eval_results(ws)
 if not rows:

@@ -11,7 +11,7 @@ from core.pairs import PairPolicy, mine_run
 from core.render import md_escape
 from core.sampling import BACKENDS
 from core.store import WorkspaceError, list_models
-from views._ui import checked_model, helps, runs_panel, workspace
+from views._ui import checked_model, helps, live_runs_panel, workspace
 
 ws = workspace()
 st.title("Judge")
@@ -46,12 +46,7 @@ with st.expander("New judging run", expanded=not jobs.list_runs(ws, "judge", lim
             st.error(md_escape(e, 1000), icon=":material/error:")
 
 
-@st.fragment(run_every=2)
-def runs():
-    runs_panel(ws, "judge", "judge_run")
-
-
-runs()
+live_runs_panel(ws, "judge", "judge_run")
 judge_run = st.session_state.get("judge_run") or next(iter(r["run_id"] for r in jobs.list_runs(ws, "judge", limit=1)), None)
 if not judge_run:
     st.stop()

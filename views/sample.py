@@ -6,7 +6,7 @@ from core import jobs
 from core.render import md_escape, render_text_html
 from core.sampling import BACKENDS, DecodingConfig, SampleConfig, get_candidate, list_candidates, run_summary, start_sampling
 from core.store import WorkspaceError, list_datasets, list_models
-from views._ui import attractor_panel, checked_model, helps, runs_panel, workspace
+from views._ui import active_runs, attractor_panel, checked_model, helps, live_runs_panel, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -55,12 +55,7 @@ with st.expander("New sampling run", expanded=not jobs.list_runs(ws, "sample", l
             st.error(md_escape(e, 1000), icon=":material/error:")
 
 
-@st.fragment(run_every=2)
-def runs():
-    runs_panel(ws, "sample", "sample_run")
-
-
-runs()
+live_runs_panel(ws, "sample", "sample_run")
 
 
 def run_view(run_id: str):
@@ -96,5 +91,4 @@ def run_view(run_id: str):
 
 run_id = st.session_state.get("sample_run") or next((r["run_id"] for r in jobs.list_runs(ws, "sample", limit=1)), None)
 if run_id:
-    live = any(r["run_id"] == run_id and r["status"] in ("queued", "running") for r in jobs.list_runs(ws, "sample", limit=20))
-    st.fragment(run_view, run_every=2 if live else None)(run_id)  # refreshes itself only while candidates arrive
+    st.fragment(run_view, run_every=2 if active_runs(ws, "sample") else None)(run_id)  # refreshes only while candidates arrive

@@ -8,7 +8,7 @@ from core.render import md_escape
 from core.store import WorkspaceError, list_datasets, list_models
 from core.train import DPO_LOSSES, DPORunConfig, SFTRunConfig
 from core.train_jobs import TrainJobConfig, pair_sources, read_metrics, start_training, training_summary
-from views._ui import checked_path, helps, runs_panel, workspace
+from views._ui import checked_path, helps, live_runs_panel, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -75,12 +75,7 @@ with st.expander("New training run", expanded=not jobs.list_runs(ws, "train", li
             st.error(md_escape(e, 1000), icon=":material/error:")
 
 
-@st.fragment(run_every=2)
-def runs():
-    runs_panel(ws, "train", "train_run")
-
-
-runs()
+live_runs_panel(ws, "train", "train_run")
 
 
 @st.fragment(run_every=2)
