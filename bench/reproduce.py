@@ -109,7 +109,7 @@ def main(argv=None) -> int:
     p.add_argument("--keep", action="store_true", help="reuse the workspace: skip families already trained")
     p.add_argument("--families", default="llama,qwen2,gpt2")
     p.add_argument("--models-dir", default=None, help="demo models folder (default: the shipped data/models)")
-    p.add_argument("--train-limit", type=int, default=240, help="train documents sampled for pairs")
+    p.add_argument("--train-limit", type=int, default=80, help="train documents sampled for pairs")
     p.add_argument("--n-sampled", type=int, default=2, help="sampled candidates per train document besides the greedy one")
     p.add_argument("--temperature", type=float, default=0.7)
     p.add_argument("--max-new-tokens", type=int, default=None, help="default: the models' saved limit")
@@ -118,12 +118,13 @@ def main(argv=None) -> int:
     p.add_argument("--degenerate-only", action="store_true", help="only degenerate rejected candidates")
     p.add_argument("--loss", default="sigmoid")
     p.add_argument("--beta", type=float, default=0.5)
-    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--lr", type=float, default=5e-4,
+                   help="DPO learning rate; the control's by default, so the comparison is fair (5e-5 moved gpt2 the wrong way)")
     p.add_argument("--epochs", type=float, default=2)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--control-lr", type=float, default=5e-4, help="learning rate of the control's further SFT")
     p.add_argument("--rounds", type=int, default=1, help="DPO rounds: round r samples the round r-1 model and trains dpo{r}")
-    p.add_argument("--test-limit", type=int, default=200, help="held-out test documents evaluated per model")
+    p.add_argument("--test-limit", type=int, default=100, help="held-out test documents evaluated per model")
     args = p.parse_args(argv)
 
     from core.demo_models import load_manifest
