@@ -400,7 +400,7 @@ DPO_LOSSES: dict[str, list[str]] = {
 class DPORunConfig(TrainRunConfig):
     """Preference optimisation on chosen/rejected pairs with TRL's DPOTrainer (defaults: the demo run)."""
 
-    learning_rate: float = option(5e-5, "Peak learning rate of AdamW (DPO wants far less than SFT; too high drives chosen log-probs down; the ~1M-parameter demo models want 5e-4: 5e-5 left gpt2 looping more than its SFT).")
+    learning_rate: float = option(5e-5, "Peak learning rate of AdamW (DPO wants far less than SFT; too high drives chosen log-probs down; the ~1M-parameter demo models want 2e-4: at 5e-5 gpt2 looped more than its SFT).")
     max_steps: int = option(-1, "Optimizer steps to run; -1 to use num_train_epochs instead.")
     num_train_epochs: float = option(2.0, "Passes over the pairs when max_steps is -1.")
     per_device_train_batch_size: int = option(8, "Pairs per optimizer step per device (before accumulation).")
