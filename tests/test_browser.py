@@ -55,7 +55,7 @@ def test_home_and_data_in_a_real_browser(browser, app_server):
 def test_sample_page_runs_a_job_and_shows_candidates(browser, tmp_path, tiny_model):
     """Start a sampling run from the page, watch it finish, open a candidate; then reload."""
     from core.store import open_workspace, register_model
-    from tests.conftest import StreamlitServer, fill_demo
+    from tests.conftest import StreamlitServer, fill_demo, wait_idle
 
     w = open_workspace(tmp_path / "ws")
     fill_demo(w)
@@ -76,6 +76,7 @@ def test_sample_page_runs_a_job_and_shows_candidates(browser, tmp_path, tiny_mod
         grid = page.locator("[data-testid=stDataFrame]").last
         grid.locator("canvas").first.wait_for()
         for _ in range(5):
+            wait_idle(page)  # the runs panel reruns the page once the run ends: a click mid-rerun is lost
             box = grid.bounding_box()
             page.mouse.click(box["x"] + 12, box["y"] + 54)
             try:
