@@ -322,6 +322,9 @@ def next_pair(ws, flt: QueueFilter, reviewer: str, lease_s: int = LEASE_S) -> st
         ).fetchall()
         with _write_lock(ws):
             if not rows:
+                # Re-ask under the lock: a pair freed between the query above and now must not read as "done".
+                if cur.execute(f"SELECT 1 FROM {_FROM} WHERE {where} AND {free} LIMIT 1", params + [reviewer, expired]).fetchall():
+                    continue
                 cur.execute("UPDATE pairs SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by = ?", [reviewer])
                 return None
             pair_id, version, claimed_by, claimed_at, second = rows[0]
