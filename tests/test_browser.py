@@ -77,6 +77,7 @@ def test_sample_page_runs_a_job_and_shows_candidates(browser, tmp_path, tiny_mod
         grid.locator("canvas").first.wait_for()
         for _ in range(5):
             wait_idle(page)  # the runs panel reruns the page once the run ends: a click mid-rerun is lost
+            page.wait_for_timeout(1_000)  # the grid draws its rows on a canvas after the script run ends
             box = grid.bounding_box()
             page.mouse.click(box["x"] + 12, box["y"] + 54)
             try:
