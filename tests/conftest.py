@@ -145,5 +145,24 @@ def wait_idle(page, timeout: int = 30_000) -> None:
     page.locator("[data-testid=stApp][data-test-script-state=notRunning]").wait_for(timeout=timeout)
 
 
+def click_first_row(page, grid, expect, tries: int = 5) -> None:
+    """Select a dataframe's first row by clicking its canvas until ``expect`` (a locator) shows. The
+    grid draws its rows after the script run ends, and a rerun (e.g. the runs panel's, when a run
+    ends) drops a click sent in the middle of it, so wait for both before each try."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    grid.locator("canvas").first.wait_for(timeout=30_000)
+    for _ in range(tries):
+        wait_idle(page)
+        page.wait_for_timeout(1_000)
+        box = grid.bounding_box()
+        page.mouse.click(box["x"] + 12, box["y"] + 54)
+        try:
+            expect.wait_for(timeout=4_000)
+            return
+        except PlaywrightTimeout:
+            continue
+
+
 def has_apt_chromium() -> bool:
     return shutil.which("chromium") is not None

@@ -3,7 +3,7 @@
 import pytest
 
 from tests.attractor_data import add_loop_candidate, demo_loop
-from tests.conftest import StreamlitServer, wait_idle
+from tests.conftest import StreamlitServer, click_first_row, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -20,18 +20,8 @@ def test_candidates_page_draws_the_attractor_of_a_real_loop(browser, tmp_path):
         page = browser.new_page(viewport={"width": 1400, "height": 1800})
         page.on("pageerror", lambda e: errors.append(str(e)))
         page.goto(f"{server.url}/candidates")
-        grid = page.locator("[data-testid=stDataFrame]")
-        grid.locator("canvas").first.wait_for(timeout=30_000)
         button = page.get_by_role("button", name="Attractor: token probabilities")
-        for _ in range(5):  # the grid may still be settling after the first paint: retry the click
-            wait_idle(page)
-            box = grid.bounding_box()
-            page.mouse.click(box["x"] + 12, box["y"] + 54)
-            try:
-                button.wait_for(timeout=4_000)
-                break
-            except Exception:
-                continue
+        click_first_row(page, page.locator("[data-testid=stDataFrame]"), button)
         wait_idle(page)
         button.click()
         page.locator("[data-testid=stPlotlyChart]").wait_for(timeout=60_000)

@@ -2,6 +2,8 @@
 
 import pytest
 
+from tests.conftest import click_first_row
+
 pytestmark = pytest.mark.browser
 
 
@@ -31,17 +33,8 @@ def test_home_and_data_in_a_real_browser(browser, app_server):
     assert_clean(page, errors)
 
     # Select the first item: its document and reference appear.
-    grid = page.locator("[data-testid=stDataFrame]")
-    grid.locator("canvas").first.wait_for()
     reference = page.get_by_text("Reference", exact=True)
-    for _ in range(5):  # the grid may still be settling after the first paint: retry the click
-        box = grid.bounding_box()
-        page.mouse.click(box["x"] + 12, box["y"] + 54)
-        try:
-            reference.wait_for(timeout=4_000)
-            break
-        except Exception:
-            continue
+    click_first_row(page, page.locator("[data-testid=stDataFrame]"), reference)
     reference.wait_for(timeout=1_000)
     assert page.locator("h3").filter(has_text="demo-test-00000").count() == 1
     assert_clean(page, errors)
@@ -55,7 +48,7 @@ def test_home_and_data_in_a_real_browser(browser, app_server):
 def test_sample_page_runs_a_job_and_shows_candidates(browser, tmp_path, tiny_model):
     """Start a sampling run from the page, watch it finish, open a candidate; then reload."""
     from core.store import open_workspace, register_model
-    from tests.conftest import StreamlitServer, fill_demo, wait_idle
+    from tests.conftest import StreamlitServer, fill_demo
 
     w = open_workspace(tmp_path / "ws")
     fill_demo(w)
@@ -73,18 +66,7 @@ def test_sample_page_runs_a_job_and_shows_candidates(browser, tmp_path, tiny_mod
         page.get_by_text("6", exact=True).first.wait_for(timeout=20_000)  # 2 items x (greedy + 2)
         assert_clean(page, errors)
 
-        grid = page.locator("[data-testid=stDataFrame]").last
-        grid.locator("canvas").first.wait_for()
-        for _ in range(5):
-            wait_idle(page)  # the runs panel reruns the page once the run ends: a click mid-rerun is lost
-            page.wait_for_timeout(1_000)  # the grid draws its rows on a canvas after the script run ends
-            box = grid.bounding_box()
-            page.mouse.click(box["x"] + 12, box["y"] + 54)
-            try:
-                page.get_by_text("Metrics:", exact=False).wait_for(timeout=4_000)
-                break
-            except Exception:
-                continue
+        click_first_row(page, page.locator("[data-testid=stDataFrame]").last, page.get_by_text("Metrics:", exact=False))
         assert page.get_by_text("candidate 0", exact=False).count() >= 1
         page.reload()
         page.get_by_text("done", exact=True).first.wait_for(timeout=30_000)
