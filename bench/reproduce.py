@@ -72,8 +72,14 @@ def dpo_round(ws, family: str, base: str, name: str, args) -> dict:
     out["sampling"] = {k: v for k, v in run_summary(ws, run).items() if k != "skipped"}
     judge = start_judging(ws, run, JudgeConfig(judge="reference"))
     wait(ws, judge, f"{family}: reference judge")
-    policy = PairPolicy(min_chosen=args.min_chosen, max_pairs_per_item=args.pairs_per_item, degenerate_only=args.degenerate_only)
+    policy = PairPolicy(min_chosen=args.min_chosen, max_pairs_per_item=args.pairs_per_item, degenerate_only=args.degenerate_only,
+                        chosen_must_finish=args.chosen_must_finish)
     out["mining"] = mine_run(ws, judge, policy)
+    if policy.chosen_must_finish:  # what the rule cost: the same run mined as before it (a preview, nothing written)
+        loose = mine_run(ws, judge, PairPolicy(**{**policy.__dict__, "chosen_must_finish": False}), write=False)
+        out["mining_unfinished_allowed"] = {k: loose[k] for k in ("pairs", "items_with_pairs", "rejected_degenerate")}
+        log(f"{family}: chosen must finish: {out['mining']['pairs']} pairs ({loose['pairs']} if a chosen may be cut at the limit); "
+            f"items without a pair: {out['mining']['no_pair']}")
     out["review"] = bulk(ws, QueueFilter(run=run), "approve", "reproduce.py")
     log(f"{family}: {out['mining']['pairs']} pairs from {out['mining']['items_with_pairs']} items "
         f"({out['mining']['rejected_degenerate']} with a degenerate rejected), approved")
@@ -116,6 +122,8 @@ def main(argv=None) -> int:
     p.add_argument("--min-chosen", type=float, default=0.4, help="quality floor of a chosen candidate")
     p.add_argument("--pairs-per-item", type=int, default=2)
     p.add_argument("--degenerate-only", action="store_true", help="only degenerate rejected candidates")
+    p.add_argument("--chosen-must-finish", action=argparse.BooleanOptionalAction, default=True,
+                   help="a chosen candidate must have stopped by itself (default on)")
     p.add_argument("--loss", default="sigmoid")
     p.add_argument("--beta", type=float, default=0.5)
     p.add_argument("--lr", type=float, default=2e-4,

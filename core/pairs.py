@@ -31,6 +31,7 @@ class PairPolicy:
     max_pairs_per_item: int = option(2, "most pairs one item may give (one chosen against several rejected)")
     reference_as_chosen: bool = option(False, "use the reference as chosen when no candidate clears the floor")
     degenerate_only: bool = option(False, "only degenerate candidates may be rejected (no margin-based pairs)")
+    chosen_must_finish: bool = option(True, "a chosen candidate must have stopped by itself (finish_reason stop): one cut at the limit is an unfinished transcription, and the EOS appended to chosen would teach the model to stop mid-document")
 
 
 # Why an item gave no pair.
@@ -38,6 +39,7 @@ NO_JUDGMENT = "no usable judgment"
 ALL_DEGENERATE = "all candidates degenerate (no clean chosen)"
 BELOW_FLOOR = "no clean candidate above the quality floor"
 NO_GAP = "no degenerate candidate and no clear gap (ties)"
+UNFINISHED = "no clean candidate that stopped by itself (the best ones hit the token limit)"
 
 
 @dataclass
@@ -65,10 +67,15 @@ def mine_item(item_id: str, cands: list[Candidate], policy: PairPolicy, referenc
         return [], NO_JUDGMENT
     clean = sorted((c for c in judged if not c.degenerate), key=lambda c: (-c.overall, c.candidate_id))
     degenerate = sorted((c for c in cands if c.degenerate), key=lambda c: (c.overall if c.overall is not None else -1, c.candidate_id))
-    chosen = clean[0] if clean and clean[0].overall >= policy.min_chosen else None
+    eligible = [c for c in clean if c.finish_reason == "stop"] if policy.chosen_must_finish else clean
+    chosen = eligible[0] if eligible and eligible[0].overall >= policy.min_chosen else None
     if chosen is None:
         if not (policy.reference_as_chosen and reference):
-            return [], ALL_DEGENERATE if not clean else BELOW_FLOOR
+            if not clean:
+                return [], ALL_DEGENERATE
+            unfinished = any(c.overall >= policy.min_chosen for c in clean) and not any(
+                c.overall >= policy.min_chosen for c in eligible)
+            return [], UNFINISHED if unfinished else BELOW_FLOOR
         chosen_text = reference
     else:
         chosen_text = chosen.text

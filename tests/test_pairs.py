@@ -97,3 +97,17 @@ def test_cli_sample_judge_pairs_flow(tmp_path, tiny_model):
     p = cli("pairs", "--run", s["run_id"], "--min-chosen", "0", "--min-margin", "0.0001")
     assert p["judge_run"] == j["run_id"] and p["items"] == 3
     assert p["pairs"] + sum(p["no_pair"].values()) >= 3 and p["new"] == p["pairs"]
+
+
+def test_chosen_must_have_stopped_by_itself():
+    """A clean candidate cut at the limit is an unfinished transcription: never chosen by default."""
+    from core.pairs import UNFINISHED
+
+    cut = Candidate("a", "text a", 0.9, False, "length")
+    pairs, reason = mine_item("i", [cut, c("b", 0.7), c("d", 0.2, True)], P)
+    assert reason is None and [(p.chosen.candidate_id, p.rejected.candidate_id) for p in pairs] == [("b", "d")]
+    assert mine_item("i", [cut, c("d", 0.2, True)], P) == ([], UNFINISHED)
+    # the policy can allow it, and a finished one below the floor is still "below the floor"
+    loose = PairPolicy(min_chosen=0.6, chosen_must_finish=False)
+    assert mine_item("i", [cut, c("d", 0.2, True)], loose)[0][0].chosen.candidate_id == "a"
+    assert mine_item("i", [c("b", 0.5), c("d", 0.2, True)], P) == ([], BELOW_FLOOR)
