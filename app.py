@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core import jobs
-from core.render import md_escape
+from core.present.render import md_escape
 from core.store import counts
 from views._ui import default_workspace, login_gate, workspace
 

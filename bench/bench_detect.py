@@ -18,7 +18,7 @@ import random
 import time
 import zlib
 
-from core.detect import DetectConfig, analyze, is_degenerate
+from core.policy.detect import DetectConfig, analyze, is_degenerate
 
 WORDS = ("parafuso sextavado porca arruela chapa galvanizada tubo cabo flexível fio cobre tinta acrílica lixa broca "
          "serra martelo alicate chave fenda fita isolante disjuntor tomada lâmpada luva cola silicone rebite").split()

@@ -28,8 +28,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def synthetic_pairs(n: int, tokenizer, limit: int, seed: int = 0) -> list[dict]:
-    from core.demo_docs import build_demo_records
-    from core.prompts import build_prompt, completion_for
+    from core.demo.docs import build_demo_records
+    from core.policy.prompts import build_prompt, completion_for
 
     pairs = []
     for r in build_demo_records(seed=seed, n_train=n, n_validation=0, n_test=0)[:n]:
@@ -47,7 +47,7 @@ def synthetic_pairs(n: int, tokenizer, limit: int, seed: int = 0) -> list[dict]:
 
 
 def workspace_pairs(path: str) -> list[dict]:
-    from core.export import approved_rows
+    from core.steps.export import approved_rows
     from core.store import open_workspace
 
     ws = open_workspace(path, create=False)
@@ -58,7 +58,7 @@ def workspace_pairs(path: str) -> list[dict]:
 
 
 def run_arm(model_path: Path, pairs: list[dict], precompute: bool, steps: int, batch: int) -> dict:
-    from core.train import DPORunConfig, train_dpo
+    from core.steps.train import DPORunConfig, train_dpo
 
     out = Path(tempfile.mkdtemp(prefix="bench-dpo-"))
     try:

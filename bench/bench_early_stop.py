@@ -34,11 +34,13 @@ def main() -> None:
     ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args()
 
-    from core.demo_docs import build_demo_records
-    from core.demo_models import DEMO_MAX_ITEMS
-    from core.detect import analyze
-    from core.prompts import build_prompt
-    from core.sampling import DecodingConfig, TransformersSampler, item_seed, requests_for
+    from core.demo.docs import build_demo_records
+    from core.demo.models import DEMO_MAX_ITEMS
+    from core.policy.detect import analyze
+    from core.policy.prompts import build_prompt
+    from core.samplers.base import DecodingConfig
+    from core.samplers.transformers import TransformersSampler
+    from core.steps.sample import item_seed, requests_for
 
     sampler = TransformersSampler(str(args.model), device="cpu")
     max_new = args.max_new_tokens or sampler.model.generation_config.max_new_tokens or 768

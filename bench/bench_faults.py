@@ -28,8 +28,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from core import jobs  # noqa: E402
-from core.judge import JudgeConfig, start_judging  # noqa: E402
-from core.sampling import DecodingConfig, SampleConfig, start_sampling  # noqa: E402
+from core.judges.base import JudgeConfig
+from core.samplers.base import DecodingConfig
+from core.steps.judge import start_judging  # noqa: E402
+from core.steps.sample import SampleConfig, start_sampling  # noqa: E402
 from core.store import open_workspace  # noqa: E402
 from tests.conftest import fill_demo  # noqa: E402
 from tests.faults import (  # noqa: E402

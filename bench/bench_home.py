@@ -24,7 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.store import counts, list_datasets, list_models, next_step, open_workspace  # noqa: E402
+from core.store import counts, next_step, open_workspace
+from core.store.items import list_datasets
+from core.store.models import list_models  # noqa: E402
 from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, StreamlitServer, fill_demo  # noqa: E402
 from tests.review_data import add_review_run  # noqa: E402
 

@@ -1,4 +1,4 @@
-"""Ingest of 1M candidate rows: `core.jobs.ingest` against a bare DuckDB INSERT of the same files.
+"""Ingest of 1M candidate rows: `core.jobs.ingestion` against a bare DuckDB INSERT of the same files.
 
 Writes the shards a sampling job of 125,000 items × 8 candidates leaves (bench/gen_workspace.py:
 realistic invoice JSON, the prompt stored with each candidate, one shard per 8 items = 15,625 shards,
@@ -102,7 +102,7 @@ def main() -> None:
     again, _, _ = timed(lambda: jobs.ingest(ws, RUN))
     assert again == 0
     ws.close()
-    print(f"ingest    core.jobs.ingest:            {rows:,} rows in {i_wall:.1f} s wall, {i_cpu:.1f} s CPU "
+    print(f"ingest    core.jobs.ingest:               {rows:,} rows in {i_wall:.1f} s wall, {i_cpu:.1f} s CPU "
           f"({len(shards):,} shards recorded; a second ingest adds {again})")
 
     if args.one_by_one:
@@ -111,11 +111,11 @@ def main() -> None:
         shutil.copy(src_job / "spec.json", ws.jobs_dir / RUN / "spec.json")
         for p in shards[: args.one_by_one]:
             os.link(p, ws.jobs_dir / RUN / "shards" / Path(p).name)
-        saved, jobs.INGEST_BATCH_BYTES = jobs.INGEST_BATCH_BYTES, 0
+        saved, jobs.ingestion.INGEST_BATCH_BYTES = jobs.ingestion.INGEST_BATCH_BYTES, 0
         try:
             _, o_wall, o_cpu = timed(lambda: jobs.ingest(ws, RUN))
         finally:
-            jobs.INGEST_BATCH_BYTES = saved
+            jobs.ingestion.INGEST_BATCH_BYTES = saved
         ws.close()
         k = len(shards) / args.one_by_one
         print(f"one by one ({args.one_by_one} shards, one statement each): {o_wall:.1f} s wall, {o_cpu:.1f} s CPU "

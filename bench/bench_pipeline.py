@@ -59,8 +59,9 @@ def main() -> None:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     from core import jobs
-    from core.prompts import build_prompt
-    from core.sampling import DecodingConfig, SampleConfig, item_seed, select_items
+    from core.policy.prompts import build_prompt
+    from core.samplers.base import DecodingConfig
+    from core.steps.sample import SampleConfig, item_seed, select_items
     from core.store import open_workspace
     from tests.conftest import fill_demo
 
@@ -84,13 +85,15 @@ def main() -> None:
         cfg = SampleConfig(model=str(model_path), dataset="demo", split="train", limit=args.items, decoding=dec)
         t0 = time.perf_counter()
         run_id = jobs.create_job(ws, "sample", {"config": __import__("dataclasses").asdict(cfg), "model_path": str(model_path)})
-        import pyarrow as pa, pyarrow.parquet as pq
+        import pyarrow as pa
+        import pyarrow.parquet as pq
         pq.write_table(pa.Table.from_pylist(items), ws.jobs_dir / run_id / "items.parquet")
         assert jobs.run_job(ws.jobs_dir / run_id) == "done"
         jobs.ingest(ws, run_id)
         return time.perf_counter() - t0
 
-    from core.sampling import TransformersSampler, requests_for
+    from core.samplers.transformers import TransformersSampler
+    from core.steps.sample import requests_for
 
     sampler = TransformersSampler(str(model_path), device="cpu")
     shard = SampleConfig().items_per_shard

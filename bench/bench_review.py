@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from core.review import LEASE_S  # noqa: E402
+from core.review.decisions import LEASE_S  # noqa: E402
 from core.store import now, open_workspace  # noqa: E402
 from tests.conftest import CHROMIUM, CHROMIUM_FLAGS, StreamlitServer, fill_demo  # noqa: E402
 from tests.review_data import add_review_run  # noqa: E402

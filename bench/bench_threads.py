@@ -19,8 +19,8 @@ ROOT = Path(__file__).resolve().parents[1]
 CHILD = """
 import sys, time, torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
-from core.demo_docs import build_demo_records
-from core.prompts import build_prompt
+from core.demo.docs import build_demo_records
+from core.policy.prompts import build_prompt
 path, tokens = sys.argv[1], int(sys.argv[2])
 tok = AutoTokenizer.from_pretrained(path); tok.padding_side = "left"
 model = AutoModelForCausalLM.from_pretrained(path).eval()

@@ -8,7 +8,7 @@ What goes in, and by which door:
 * **candidates** — a sampling run created with ``core.jobs.create_job``; its shards are written
   with ``JobContext.write_shard`` exactly as the sampling worker writes them (one shard per
   ``items_per_shard`` items, the worker's column set), then the run is finished and ingested by
-  ``core.jobs.sync_runs`` → ``core.jobs.ingest``;
+  ``core.jobs.sync_runs`` → ``core.jobs.ingestion``;
 * **judgments** — a judging run, shards of ``judge_batch`` candidates scored by the real
   ``ReferenceJudge``, ingested the same way;
 * **pairs** — ``core.pairs.mine_run`` with the default policy, so the review queue is what mining
@@ -48,14 +48,18 @@ if str(ROOT) not in sys.path:
 
 from core import jobs  # noqa: E402
 from core.config import option  # noqa: E402
-from core.demo_docs import make_record  # noqa: E402
-from core.detect import analyze  # noqa: E402
-from core.importer import import_file  # noqa: E402
-from core.judge import JudgeConfig, ReferenceJudge, rubric_of  # noqa: E402
-from core.pairs import PairPolicy, mine_run  # noqa: E402
-from core.prompts import build_prompt  # noqa: E402
-from core.sampling import DecodingConfig, SampleConfig  # noqa: E402
-from core.store import Workspace, now, open_workspace, register_model  # noqa: E402
+from core.demo.docs import make_record  # noqa: E402
+from core.judges.base import JudgeConfig, rubric_of
+from core.judges.reference import ReferenceJudge  # noqa: E402
+from core.policy.detect import analyze  # noqa: E402
+from core.policy.mining import PairPolicy
+from core.policy.prompts import build_prompt  # noqa: E402
+from core.samplers.base import DecodingConfig
+from core.steps.importer import import_file  # noqa: E402
+from core.steps.pairs import mine_run  # noqa: E402
+from core.steps.sample import SampleConfig  # noqa: E402
+from core.store import Workspace, now, open_workspace
+from core.store.models import register_model  # noqa: E402
 
 ID_WIDTH = 7  # item ids are "inv-0000042": fixed width, so a variant's loop offsets hold for every item
 VARIANTS = ("exact", "wrong_value", "dropped", "ocr_noise", "repeated_row", "loop")

@@ -45,9 +45,9 @@ def wait(ws, run_id: str, what: str) -> None:
 
 
 def demo_workspace(path: Path, n_test: int, models_dir: str | None):
-    from core.demo_docs import build_demo_records
-    from core.demo_models import DEMO_MAX_ITEMS, register_demo_models
-    from core.importer import ImportFields, import_records, validate
+    from core.demo.docs import build_demo_records
+    from core.demo.models import DEMO_MAX_ITEMS, register_demo_models
+    from core.steps.importer import ImportFields, import_records, validate
 
     ws = open_workspace(path)
     records = build_demo_records(seed=0, n_train=600, n_validation=100, n_test=n_test, max_items=DEMO_MAX_ITEMS)
@@ -59,11 +59,15 @@ def demo_workspace(path: Path, n_test: int, models_dir: str | None):
 
 def dpo_round(ws, family: str, base: str, name: str, args) -> dict:
     """One round for one family: sample the base on train documents → judge → pairs (approved) → DPO."""
-    from core.judge import JudgeConfig, start_judging
-    from core.pairs import PairPolicy, mine_run
-    from core.review import QueueFilter, bulk
-    from core.sampling import DecodingConfig, SampleConfig, run_summary, start_sampling
-    from core.train_jobs import TrainJobConfig, start_training, training_summary
+    from core.judges.base import JudgeConfig
+    from core.policy.mining import PairPolicy
+    from core.review.agreement import bulk
+    from core.review.queue import QueueFilter
+    from core.samplers.base import DecodingConfig
+    from core.steps.judge import start_judging
+    from core.steps.pairs import mine_run
+    from core.steps.sample import SampleConfig, run_summary, start_sampling
+    from core.steps.train_job import TrainJobConfig, start_training, training_summary
 
     out = {}
     dec = DecodingConfig(n=args.n_sampled, temperature=args.temperature, max_new_tokens=args.max_new_tokens, with_greedy=True)
@@ -98,7 +102,7 @@ def dpo_round(ws, family: str, base: str, name: str, args) -> dict:
 def control(ws, family: str, steps: int, args) -> dict:
     """The compute-matched control: the SFT model trained further on the train references, as many
     steps at the same batch size as DPO took."""
-    from core.train_jobs import TrainJobConfig, start_training
+    from core.steps.train_job import TrainJobConfig, start_training
 
     params = {"max_steps": max(1, steps), "per_device_train_batch_size": args.batch_size, "learning_rate": args.control_lr,
               "lr_scheduler_type": "constant_with_warmup", "warmup_steps": max(1, steps // 5)}
@@ -135,8 +139,8 @@ def main(argv=None) -> int:
     p.add_argument("--test-limit", type=int, default=100, help="held-out test documents evaluated per model")
     args = p.parse_args(argv)
 
-    from core.demo_models import load_manifest
-    from core.evaluate import EvalConfig, format_report, report, start_eval
+    from core.demo.models import load_manifest
+    from core.steps.evaluate import EvalConfig, format_report, report, start_eval
 
     if args.max_new_tokens is None:
         args.max_new_tokens = int((load_manifest(args.models_dir) or {}).get("max_new_tokens") or 736)

@@ -35,7 +35,7 @@ def cmd_status(args) -> int:
 
 
 def cmd_import(args) -> int:
-    from core.importer import ImportFields, import_file
+    from core.steps.importer import ImportFields, import_file
 
     fields = ImportFields(
         text=args.text_field, reference=args.reference_field, id=args.id_field, image=args.image_field
@@ -51,7 +51,7 @@ def cmd_import(args) -> int:
 
 
 def cmd_model_add(args) -> int:
-    from core.store import register_model, resolve_model
+    from core.store.models import register_model, resolve_model
 
     ws = open_workspace(args.workspace)
     cur = ws.cursor()
@@ -63,7 +63,7 @@ def cmd_model_add(args) -> int:
 
 
 def cmd_model_list(args) -> int:
-    from core.store import list_models
+    from core.store.models import list_models
 
     models = list_models(open_workspace(args.workspace).cursor())
     lines = [f"{m['name']:<28} {m['family'] or '-':<12} {m['stage'] or '-':<8} {m['path']}" for m in models]
@@ -74,9 +74,9 @@ def cmd_model_list(args) -> int:
 def cmd_demo(args) -> int:
     from tqdm import tqdm
 
-    from core.demo_docs import build_demo_records
-    from core.demo_models import DEMO_MAX_ITEMS
-    from core.importer import ImportFields, import_records, validate
+    from core.demo.docs import build_demo_records
+    from core.demo.models import DEMO_MAX_ITEMS
+    from core.steps.importer import ImportFields, import_records, validate
 
     ws = open_workspace(args.workspace)
     with tqdm(total=1, desc="demo documents", file=sys.stderr, disable=args.json) as bar:
@@ -90,7 +90,7 @@ def cmd_demo(args) -> int:
     result = import_records(ws, items, "demo", source=f"demo seed={args.seed} noise={args.noise}")
     models: list[str] = []
     if not args.no_models:
-        from core.demo_models import register_demo_models
+        from core.demo.models import register_demo_models
 
         models = register_demo_models(ws, Path(args.models_dir) if args.models_dir else None)
     summary = {"workspace": str(ws.root), "dataset": "demo", **result.to_dict(), "models": models}
@@ -102,7 +102,12 @@ def cmd_demo(args) -> int:
 
 
 def cmd_demo_build(args) -> int:
-    from core.demo_models import DEFAULT_MODELS_DIR, FAMILIES, DemoBuildConfig, build_demo_models
+    from core.demo.models import (
+        DEFAULT_MODELS_DIR,
+        FAMILIES,
+        DemoBuildConfig,
+        build_demo_models,
+    )
 
     families = [f.strip() for f in (args.families or ",".join(FAMILIES)).split(",") if f.strip()]
     unknown = [f for f in families if f not in FAMILIES]
@@ -135,7 +140,7 @@ def cmd_demo_build(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from core.detect import detect_jsonl
+    from core.policy.detect import detect_jsonl
 
     stats: dict = {}
     try:
@@ -190,7 +195,8 @@ def _job_result(args, ws, run_id: str, summary: dict, human: str) -> int:
 
 
 def cmd_sample(args) -> int:
-    from core.sampling import DecodingConfig, SampleConfig, run_summary, start_sampling
+    from core.samplers.base import DecodingConfig
+    from core.steps.sample import SampleConfig, run_summary, start_sampling
 
     ws = open_workspace(args.workspace)
     cfg = SampleConfig(
@@ -215,7 +221,7 @@ def cmd_sample(args) -> int:
 
 def cmd_eval(args) -> int:
     from core import jobs
-    from core.evaluate import EvalConfig, eval_results, start_eval
+    from core.steps.evaluate import EvalConfig, eval_results, start_eval
 
     ws = open_workspace(args.workspace)
     cfg = EvalConfig(models=args.model, dataset=args.dataset, split=args.split, limit=args.limit, greedy=args.greedy,
@@ -245,7 +251,7 @@ def cmd_eval(args) -> int:
 
 def cmd_report(args) -> int:
     from core import jobs
-    from core.evaluate import format_report, report
+    from core.steps.evaluate import format_report, report
 
     ws = open_workspace(args.workspace)
     jobs.sync_runs(ws)
@@ -255,7 +261,8 @@ def cmd_report(args) -> int:
 
 
 def cmd_judge(args) -> int:
-    from core.judge import JudgeConfig, judge_summary, start_judging
+    from core.judges.base import JudgeConfig
+    from core.steps.judge import judge_summary, start_judging
 
     ws = open_workspace(args.workspace)
     cfg = JudgeConfig(judge=args.judge, judge_model=args.judge_model, backend=args.backend, base_url=args.base_url)
@@ -274,8 +281,9 @@ def cmd_judge(args) -> int:
 
 
 def cmd_pairs(args) -> int:
-    from core.judge import judge_runs_of
-    from core.pairs import PairPolicy, mine_run
+    from core.policy.mining import PairPolicy
+    from core.steps.judge import judge_runs_of
+    from core.steps.pairs import mine_run
 
     ws = open_workspace(args.workspace)
     cur = ws.cursor()
@@ -296,7 +304,8 @@ def cmd_pairs(args) -> int:
 
 def cmd_review(args) -> int:
     """Bulk decisions (audited like single ones), or the run's progress and agreement."""
-    from core.review import QueueFilter, agreement, bulk, progress
+    from core.review.agreement import agreement, bulk, progress
+    from core.review.queue import QueueFilter
 
     ws = open_workspace(args.workspace, create=False)
     flt = QueueFilter.parse(args.filter or [], run=args.run)
@@ -317,7 +326,7 @@ def cmd_review(args) -> int:
 
 
 def cmd_export(args) -> int:
-    from core.export import ExportConfig, export_pairs
+    from core.steps.export import ExportConfig, export_pairs
 
     ws = open_workspace(args.workspace, create=False)
     s = export_pairs(ws, args.out, ExportConfig(format=args.format, run=args.run, style=args.style, hub_repo=args.push_to_hub,
@@ -329,7 +338,7 @@ def cmd_export(args) -> int:
 
 def cmd_resume(args) -> int:
     from core import jobs
-    from core.sampling import run_summary
+    from core.steps.sample import run_summary
 
     ws = open_workspace(args.workspace)
     jobs.launch(ws, args.run)
@@ -350,7 +359,12 @@ def cmd_cancel(args) -> int:
 
 def cmd_train(args) -> int:
     """Train DPO or SFT as a background job, follow it, and register the model it saves."""
-    from core.train_jobs import TrainJobConfig, finish_training, start_training, training_summary
+    from core.steps.train_job import (
+        TrainJobConfig,
+        finish_training,
+        start_training,
+        training_summary,
+    )
 
     ws = open_workspace(args.workspace, create=False)
     params = {name: getattr(args, f"p_{name}") for name in _train_fields(args.method) if getattr(args, f"p_{name}") is not None}
@@ -379,7 +393,7 @@ def cmd_train(args) -> int:
 def _train_fields(method: str) -> dict:
     import dataclasses
 
-    from core.train import DPORunConfig, SFTRunConfig
+    from core.steps.train import DPORunConfig, SFTRunConfig
 
     return {f.name: f for f in dataclasses.fields(DPORunConfig if method == "dpo" else SFTRunConfig)}
 
@@ -404,7 +418,7 @@ def _flag_type(f):
 
 def cmd_job_run(args) -> int:
     """The worker's entry point; also runs a spec headless on any machine or scheduler."""
-    from core.jobs import run_job
+    from core.jobs.worker import run_job
 
     status = run_job(args.job_dir)
     _emit(args, {"job_dir": args.job_dir, "status": status}, f"job {status}")

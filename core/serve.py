@@ -12,7 +12,8 @@ import json
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
-from core.sampling import DecodingConfig, Request, TransformersSampler
+from core.samplers.base import DecodingConfig, Request
+from core.samplers.transformers import TransformersSampler
 
 
 class CompletionsHandler(BaseHTTPRequestHandler):

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from core.demo_docs import make_record
-from core.demo_models import DEMO_MAX_ITEMS, DemoBuildConfig
-from core.detect import analyze
-from core.prompts import build_prompt
+from core.demo.docs import make_record
+from core.demo.models import DEMO_MAX_ITEMS, DemoBuildConfig
+from core.policy.detect import analyze
+from core.policy.prompts import build_prompt
 
 ROOT = Path(__file__).resolve().parents[1]
 MODELS = ROOT / "data" / "models"
@@ -31,7 +31,8 @@ def demo_loop(family: str = "llama", record_id: str = "demo-validation-00031") -
 
 def add_loop_candidate(ws, loop: dict, model_name: str = "demo-llama-sft", run_id: str = "s-attr") -> str:
     """A sampling run of the registered demo model holding that degenerate output as its candidate."""
-    from core.store import now, register_model
+    from core.store import now
+    from core.store.models import register_model
 
     cur = ws.cursor()
     register_model(cur, name=model_name, path=loop["model_path"], family="llama", stage="sft")

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from core.demo_docs import build_demo_records
-from core.importer import ImportFields, import_records, validate
+from core.demo.docs import build_demo_records
+from core.steps.importer import ImportFields, import_records, validate
 from core.store import open_workspace
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 from datetime import timedelta
 
-from core.store import now, register_model
+from core.store import now
+from core.store.models import register_model
 
 ROW = "| Parafuso sextavado | 3 | 12,50 |\n"
 

@@ -29,17 +29,15 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from core import jobs
-from core.review import (
+from core.review.decisions import (
     LEASE_S,
     OVERRIDES,
     STATE,
     Conflict,
-    QueueFilter,
     decide,
     last_decided_pair,
-    next_pair,
-    pair_view,
 )
+from core.review.queue import QueueFilter, next_pair, pair_view
 from core.store import WorkspaceError
 
 # ---------------------------------------------------------------- a deterministic OpenAI-compatible server
@@ -119,7 +117,7 @@ def kill_job(ws, run_id: str) -> None:
         os.killpg(pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
-    for proc in list(jobs._children):  # the writer's own child: reap it, or it lingers as a zombie
+    for proc in list(jobs.control._children):  # the writer's own child: reap it, or it lingers as a zombie
         if proc.pid == pid:
             proc.wait(30)
     deadline = time.time() + 30

@@ -205,12 +205,16 @@ def build_workspace(root: Path) -> dict:
     """Import the hostile documents, sample them through the hostile server (real openai backend, real
     job process), judge (reference and LLM), mine pairs, and leave one failed run quoting the server."""
     from core import jobs
-    from core.evaluate import EvalConfig, start_eval
-    from core.importer import import_file
-    from core.judge import JudgeConfig, start_judging
-    from core.pairs import PairPolicy, mine_run
-    from core.sampling import DecodingConfig, SampleConfig, start_sampling
-    from core.store import open_workspace, register_model
+    from core.judges.base import JudgeConfig
+    from core.policy.mining import PairPolicy
+    from core.samplers.base import DecodingConfig
+    from core.steps.evaluate import EvalConfig, start_eval
+    from core.steps.importer import import_file
+    from core.steps.judge import start_judging
+    from core.steps.pairs import mine_run
+    from core.steps.sample import SampleConfig, start_sampling
+    from core.store import open_workspace
+    from core.store.models import register_model
 
     root.parent.mkdir(parents=True, exist_ok=True)
     src = root.parent / "<img src=x onerror=alert('lbx02')> lbx22.jsonl"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from core.demo_docs import build_demo_records
-from core.demo_models import FAMILIES, make_model, train_demo_tokenizer
+from core.demo.docs import build_demo_records
+from core.demo.models import FAMILIES, make_model, train_demo_tokenizer
 
 
 def build_tiny_model(out: Path, family: str = "llama", max_positions: int = 2048, seed: int = 0) -> Path:

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 
-from core.pairs import PairPolicy, mine_run
-from core.store import now, register_model
+from core.policy.mining import PairPolicy
+from core.steps.pairs import mine_run
+from core.store import now
+from core.store.models import register_model
 
 ROW = "| Parafuso sextavado | 3 | 12,50 |\n"
 

@@ -280,7 +280,7 @@ def test_shared_app_refuses_typed_paths_outside_the_roots(demo_ws, tmp_path, mon
 
 def test_a_dataset_name_cannot_steer_where_images_are_written(ws, tmp_path):
     """Image bytes land in images/<dataset>/: a typed name like "../../x" or "/abs" must stay inside."""
-    from core.importer import ImportFields, import_records, validate
+    from core.steps.importer import ImportFields, import_records, validate
 
     png = (Path(__file__).resolve().parents[1] / "data").glob("**/*.png")
     data = next(png, None)

@@ -64,7 +64,8 @@ def test_data_page_imports_a_path_and_reports_a_bad_file(demo_ws, tmp_path):
 
 
 def test_locked_workspace_shows_an_error_not_a_traceback(tmp_path):
-    import subprocess, sys
+    import subprocess
+    import sys
 
     from core.store import open_workspace
 

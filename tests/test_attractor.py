@@ -4,12 +4,21 @@ import json
 
 import pytest
 
-from core.attractor import (AttractorError, _score, candidate_attractor, candidate_model, load_model, map_loops,
-                            reading, token_probabilities)
-from core.charts import attractor_figure
-from core.detect import analyze
-from core.prompts import build_prompt
-from core.store import now, register_model
+from core.policy.detect import analyze
+from core.policy.prompts import build_prompt
+from core.present.charts import attractor_figure
+from core.steps.attractor import (
+    AttractorError,
+    _score,
+    candidate_attractor,
+    candidate_model,
+    load_model,
+    map_loops,
+    reading,
+    token_probabilities,
+)
+from core.store import now
+from core.store.models import register_model
 from tests.attractor_data import add_loop_candidate, demo_loop
 
 PROMPT = build_prompt("NOTA FISCAL 123 Emitente: Ferragens Silva LTDA Itens: Borracha 1 x 1,58")
@@ -156,7 +165,7 @@ def test_candidate_model_lookup_and_a_model_not_here(demo_ws, tiny_model):
 def test_a_stored_candidate_of_the_demo_model(ws):
     loop = demo_loop("llama", "demo-validation-00089")
     cid = add_loop_candidate(ws, loop)
-    from core.sampling import get_candidate
+    from core.steps.sample import get_candidate
 
     result = candidate_attractor(ws, get_candidate(ws, cid))
     assert result["model"] == "demo-llama-sft" and not result["notes"]

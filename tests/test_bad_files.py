@@ -18,9 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.export import ExportConfig, ExportFailed, export_pairs
-from core.importer import ImportFailed, import_file
-from core.review import QueueFilter, bulk
+from core.review.agreement import bulk
+from core.review.queue import QueueFilter
+from core.steps.export import ExportConfig, ExportFailed, export_pairs
+from core.steps.importer import ImportFailed, import_file
 from core.store import counts, open_workspace
 from tests.conftest import ROOT, fill_demo
 from tests.review_data import add_review_run

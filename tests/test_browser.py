@@ -47,7 +47,8 @@ def test_home_and_data_in_a_real_browser(browser, app_server):
 
 def test_sample_page_runs_a_job_and_shows_candidates(browser, tmp_path, tiny_model):
     """Start a sampling run from the page, watch it finish, open a candidate; then reload."""
-    from core.store import open_workspace, register_model
+    from core.store import open_workspace
+    from core.store.models import register_model
     from tests.conftest import StreamlitServer, fill_demo
 
     w = open_workspace(tmp_path / "ws")

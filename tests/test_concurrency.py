@@ -3,7 +3,7 @@ thread per session): no pair decided twice without a conflict shown, no lost upd
 audit log consistent. Some reviewers see stale leases, so several land on the same pair and must
 collide visibly. bench/bench_faults.py runs the same simulation for 200 decisions."""
 
-from core.review import progress
+from core.review.agreement import progress
 from tests.conftest import fill_demo
 from tests.faults import review_problems, simulate_reviewers, unseen_overwrites
 from tests.review_data import add_review_run

@@ -5,10 +5,15 @@ import json
 
 import pytest
 
-from core.demo_models import DemoBuildConfig, build_demo_models, register_demo_models, train_demo_tokenizer
-from core.metrics import bleu4, levenshtein_ratio, quality
 from core.config import helps as config_help
-from core.train import SFTRunConfig, device_kwargs
+from core.demo.models import (
+    DemoBuildConfig,
+    build_demo_models,
+    register_demo_models,
+    train_demo_tokenizer,
+)
+from core.policy.metrics import bleu4, levenshtein_ratio, quality
+from core.steps.train import SFTRunConfig, device_kwargs
 
 TINY = {"hidden_size": 32, "num_layers": 2, "num_heads": 2, "num_kv_heads": 2, "intermediate_size": 64, "sft_steps": 3}
 
@@ -48,7 +53,8 @@ def test_build_reload_generate_register(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from core.store import list_models, open_workspace
+    from core.store import open_workspace
+    from core.store.models import list_models
 
     out = tmp_path / "models"
     manifest = build_demo_models(out, _tiny_config(("llama", "gpt2")), quiet=True)

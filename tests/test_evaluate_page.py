@@ -2,7 +2,7 @@
 
 import pytest
 
-from core.evaluate import report
+from core.steps.evaluate import report
 from core.store import open_workspace
 from tests.conftest import StreamlitServer, fill_demo, wait_idle
 from tests.eval_data import add_eval_runs

@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from core.export import ExportConfig, export_pairs
-from core.review import decide
+from core.review.decisions import decide
+from core.steps.export import ExportConfig, export_pairs
 from core.store import WorkspaceError
 from tests.review_data import add_review_run
 

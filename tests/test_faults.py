@@ -12,8 +12,10 @@ import pyarrow.parquet as pq
 import pytest
 
 from core import jobs
-from core.judge import JudgeConfig, start_judging
-from core.sampling import DecodingConfig, SampleConfig, start_sampling
+from core.judges.base import JudgeConfig
+from core.samplers.base import DecodingConfig
+from core.steps.judge import start_judging
+from core.steps.sample import SampleConfig, start_sampling
 from core.store import open_workspace
 from tests.conftest import fill_demo
 from tests.faults import (

@@ -8,8 +8,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from core.importer import ImportFailed, ImportFields, import_file
-from core.store import counts, get_item, open_workspace
+from core.steps.importer import ImportFailed, ImportFields, import_file
+from core.store import counts, open_workspace
+from core.store.items import get_item
 
 ROWS = [
     {"id": "a", "text": "NOTA FISCAL numero:1", "reference": '{"numero":"1"}', "split": "train", "pages": 1},
@@ -24,7 +25,8 @@ def write_jsonl(path, rows, bom=False):
 
 
 def write_csv(path, rows, bom=False):
-    import csv, io
+    import csv
+    import io
 
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=list(rows[0]))

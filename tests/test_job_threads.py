@@ -2,7 +2,7 @@
 
 import os
 
-from core.jobs import cpu_threads
+from core.jobs.worker import cpu_threads
 
 
 def test_omp_num_threads_wins(monkeypatch):

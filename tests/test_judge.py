@@ -5,9 +5,15 @@ import json
 
 import pytest
 
-from core.judge import (
-    DEFAULT_RUBRIC, JudgeConfig, JudgeParseError, LLMJudge, ReferenceJudge, cut_middle, judge_prompt, parse_judge_answer,
+from core.judges.base import DEFAULT_RUBRIC, JudgeConfig
+from core.judges.llm import (
+    JudgeParseError,
+    LLMJudge,
+    cut_middle,
+    judge_prompt,
+    parse_judge_answer,
 )
+from core.judges.reference import ReferenceJudge
 
 REF = json.dumps({"tipo": "nota_fiscal", "numero": "123", "itens": [{"descricao": "Parafuso sextavado", "quantidade": 3}]},
                  ensure_ascii=False, separators=(",", ":"))
@@ -51,7 +57,7 @@ def test_reference_judge_invented_fields_and_no_reference():
 
 
 def test_custom_rubric_weights():
-    from core.judge import Criterion
+    from core.judges.base import Criterion
 
     rubric = [Criterion("fidelity", "values", 3.0), Criterion("tone", "unknown criterion falls back to quality", 1.0)]
     j = ReferenceJudge(rubric).judge_one({"candidate_id": "c", "text": REF, "reference": REF})
@@ -138,7 +144,7 @@ class ReplaySampler:
         return prompt
 
     def generate(self, requests, decoding):
-        from core.sampling import Generation
+        from core.samplers.base import Generation
 
         return [[Generation(self.answers.pop(0), 10, "stop", 0.0)] for _ in requests]
 

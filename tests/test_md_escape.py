@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.render import md_escape, render_text_html
+from core.present.render import md_escape, render_text_html
 from tests.hostile import PAYLOADS
 
 WJ = "\u2060"

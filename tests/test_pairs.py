@@ -4,7 +4,16 @@ import json
 
 import pytest
 
-from core.pairs import ALL_DEGENERATE, BELOW_FLOOR, NO_GAP, NO_JUDGMENT, Candidate, PairPolicy, mine_item, mine_run
+from core.policy.mining import (
+    ALL_DEGENERATE,
+    BELOW_FLOOR,
+    NO_GAP,
+    NO_JUDGMENT,
+    Candidate,
+    PairPolicy,
+    mine_item,
+)
+from core.steps.pairs import mine_run
 
 P = PairPolicy(min_chosen=0.6, min_margin=0.1, max_pairs_per_item=2)
 
@@ -101,7 +110,7 @@ def test_cli_sample_judge_pairs_flow(tmp_path, tiny_model):
 
 def test_chosen_must_have_stopped_by_itself():
     """A clean candidate cut at the limit is an unfinished transcription: never chosen by default."""
-    from core.pairs import UNFINISHED
+    from core.policy.mining import UNFINISHED
 
     cut = Candidate("a", "text a", 0.9, False, "length")
     pairs, reason = mine_item("i", [cut, c("b", 0.7), c("d", 0.2, True)], P)

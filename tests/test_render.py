@@ -6,8 +6,8 @@ from html.parser import HTMLParser
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from core.detect import analyze
-from core.render import render_css, render_text_html
+from core.policy.detect import analyze
+from core.present.render import render_css, render_text_html
 
 ATTACKS = ['<script>alert(1)</script>', '<img src=x onerror="alert(1)">', "\"'&", "</details><script>x</script>", "&amp;<>"]
 

@@ -5,10 +5,11 @@ import threading
 
 import pytest
 
-from core.review import (
-    Conflict, QueueFilter, agreement, audit_log, bulk, candidates_frame, decide, diff_html, last_decided_pair, next_pair,
-    pair_view, progress, send_to_second_review,
-)
+from core.present.diff import diff_html
+from core.review.agreement import agreement, bulk, progress, send_to_second_review
+from core.review.browse import candidates_frame
+from core.review.decisions import Conflict, audit_log, decide, last_decided_pair
+from core.review.queue import QueueFilter, next_pair, pair_view
 from core.store import WorkspaceError
 from tests.review_data import add_review_run
 
@@ -248,7 +249,8 @@ def test_cli_bulk_approve_then_export(demo_ws, tmp_path):
 def test_a_version_3_workspace_with_pairs_migrates_and_can_be_reviewed(tmp_path):
     import duckdb
 
-    from core.store import SCHEMA_VERSION, migrate, open_workspace, schema_version
+    from core.store import open_workspace
+    from core.store.schema import SCHEMA_VERSION, migrate, schema_version
 
     (tmp_path / "ws").mkdir()
     con = duckdb.connect(str(tmp_path / "ws" / "loopbreak.duckdb"))

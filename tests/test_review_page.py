@@ -82,7 +82,7 @@ def test_candidate_browser_filters_and_shows_a_selection(demo_ws):
 
 
 def test_a_pair_changed_by_someone_else_is_shown_again_not_overwritten(demo_ws):
-    from core.review import decide
+    from core.review.decisions import decide
 
     pairs = add_review_run(demo_ws, 2)
     at = review(demo_ws, "bo")

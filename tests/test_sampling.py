@@ -11,8 +11,10 @@ import time
 import pytest
 
 from core import jobs
-from core.sampling import DecodingConfig, SampleConfig, run_summary, start_sampling
-from core.store import WorkspaceError, register_model
+from core.samplers.base import DecodingConfig
+from core.steps.sample import SampleConfig, run_summary, start_sampling
+from core.store import WorkspaceError
+from core.store.models import register_model
 from tests.conftest import fill_demo
 from tests.models import build_tiny_model
 

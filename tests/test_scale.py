@@ -12,10 +12,13 @@ import pytest
 
 from bench.gen_workspace import GenConfig, generate
 from core import jobs
-from core.detect import analyze
-from core.review import QueueFilter, candidate_runs, candidates_frame, next_pair, pair_view
-from core.sampling import get_candidate
-from core.store import counts, list_datasets, list_models, next_step, open_workspace
+from core.policy.detect import analyze
+from core.review.browse import candidate_runs, candidates_frame
+from core.review.queue import QueueFilter, next_pair, pair_view
+from core.steps.sample import get_candidate
+from core.store import counts, next_step, open_workspace
+from core.store.items import list_datasets
+from core.store.models import list_models
 
 CFG = GenConfig(items=2000, candidates=8, pool=40, judge_batch=64)
 
@@ -168,8 +171,9 @@ def test_batched_ingest_isolates_an_unreadable_shard_and_tolerates_duplicates(ws
 
 
 def test_judge_page_summary_and_chart_sample_match_the_full_frame(scale):
-    from core.judge import judge_summary, judgments_frame
-    from core.pairs import PairPolicy, mine_run
+    from core.policy.mining import PairPolicy
+    from core.steps.judge import judge_summary, judgments_frame
+    from core.steps.pairs import mine_run
 
     ws, stats, table = scale
     df = judgments_frame(ws, stats["judge_run"])  # every row, through pandas: what the summary used to be computed from

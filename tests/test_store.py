@@ -3,10 +3,9 @@ import sys
 
 import pytest
 
-from core.store import (
-    MIGRATIONS, SCHEMA_VERSION, WorkspaceError, counts, list_models, migrate,
-    next_step, open_workspace, register_model, schema_version,
-)
+from core.store import WorkspaceError, counts, next_step, open_workspace
+from core.store.models import list_models, register_model
+from core.store.schema import MIGRATIONS, SCHEMA_VERSION, migrate, schema_version
 
 
 def test_open_creates_layout_and_schema(ws):
@@ -65,7 +64,8 @@ def test_second_process_gets_a_clear_lock_error(ws):
     assert out.returncode == 1
     assert "Traceback" not in out.stderr
     assert "is open in process" in out.stderr and "one writer" in out.stderr
-    import json, os
+    import json
+    import os
 
     assert str(os.getpid()) in json.loads(out.stdout.strip().splitlines()[-1])["error"]
 

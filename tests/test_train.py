@@ -7,10 +7,24 @@ import time
 import pytest
 
 from core import jobs
-from core.review import decide
-from core.store import WorkspaceError, register_model
-from core.train import DPORunConfig, _dpo_config, _dpo_trainer_class, pathology_warnings, train_dpo
-from core.train_jobs import TrainJobConfig, finish_training, next_stage, read_metrics, start_training, training_summary
+from core.review.decisions import decide
+from core.steps.train import (
+    DPORunConfig,
+    _dpo_config,
+    _dpo_trainer_class,
+    pathology_warnings,
+    train_dpo,
+)
+from core.steps.train_job import (
+    TrainJobConfig,
+    finish_training,
+    next_stage,
+    read_metrics,
+    start_training,
+    training_summary,
+)
+from core.store import WorkspaceError
+from core.store.models import register_model
 from tests.review_data import ROW, add_review_run
 
 
@@ -204,8 +218,8 @@ def test_a_crash_in_the_worker_ends_the_job_failed_with_the_reason(train_ws, tmp
 
 
 def test_exports_are_a_pairs_source(train_ws, tmp_path):
-    from core.export import ExportConfig, export_pairs
-    from core.train_jobs import read_pairs_source
+    from core.steps.export import ExportConfig, export_pairs
+    from core.steps.train_job import read_pairs_source
 
     export_pairs(train_ws, tmp_path / "p.jsonl", ExportConfig(format="trl", run="rs"))
     export_pairs(train_ws, tmp_path / "p.parquet", ExportConfig(format="parquet", run="rs"))

@@ -4,7 +4,7 @@ import json
 import time
 
 from core import jobs
-from core.store import register_model
+from core.store.models import register_model
 from tests.test_app import run_app
 
 

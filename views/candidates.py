@@ -4,9 +4,9 @@ from html import escape
 
 import streamlit as st
 
-from core.render import md_escape, render_text_html
-from core.review import candidate_judgments, candidate_runs, candidates_frame
-from core.sampling import get_candidate
+from core.present.render import md_escape, render_text_html
+from core.review.browse import candidate_judgments, candidate_runs, candidates_frame
+from core.steps.sample import get_candidate
 from views._ui import attractor_panel, workspace
 
 ws = workspace()

@@ -4,9 +4,10 @@ import json
 
 import streamlit as st
 
-from core.importer import ImportFields, import_file, save_upload
-from core.render import md_escape
-from core.store import WorkspaceError, get_item, list_datasets, search_items
+from core.present.render import md_escape
+from core.steps.importer import ImportFields, import_file, save_upload
+from core.store import WorkspaceError
+from core.store.items import get_item, list_datasets, search_items
 from views._ui import checked_path, show_image, workspace
 
 ws = workspace()

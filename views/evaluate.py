@@ -3,11 +3,20 @@
 import pandas as pd
 import streamlit as st
 
-from core import charts
-from core.evaluate import EvalConfig, degenerate_outputs, eval_results, loop_shapes, report, start_eval
-from core.render import md_escape, render_text_html
-from core.sampling import get_candidate
-from core.store import WorkspaceError, list_datasets, list_models
+from core.present import charts
+from core.present.render import md_escape, render_text_html
+from core.steps.evaluate import (
+    EvalConfig,
+    degenerate_outputs,
+    eval_results,
+    loop_shapes,
+    report,
+    start_eval,
+)
+from core.steps.sample import get_candidate
+from core.store import WorkspaceError
+from core.store.items import list_datasets
+from core.store.models import list_models
 from views._ui import active_runs, attractor_panel, helps, live_runs_panel, workspace
 
 ws = workspace()

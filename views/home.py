@@ -2,8 +2,10 @@
 
 import streamlit as st
 
-from core.render import md_escape
-from core.store import counts, list_datasets, list_models, next_step
+from core.present.render import md_escape
+from core.store import counts, next_step
+from core.store.items import list_datasets
+from core.store.models import list_models
 from views._ui import workspace
 
 ws = workspace()

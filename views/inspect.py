@@ -2,8 +2,8 @@
 
 import streamlit as st
 
-from core.detect import analyze
-from core.render import render_text_html
+from core.policy.detect import analyze
+from core.present.render import render_text_html
 
 _ROW = "| Parafuso sextavado | {q} | 12,50 |\n"
 EXAMPLES = {

@@ -5,12 +5,15 @@ import dataclasses
 import streamlit as st
 
 from core import jobs
-from core.charts import criterion_histograms, score_by_loop
-from core.judge import DEFAULT_RUBRIC, JudgeConfig, judge_summary, judgments_frame, start_judging
-from core.pairs import PairPolicy, mine_run
-from core.render import md_escape
-from core.sampling import BACKENDS
-from core.store import WorkspaceError, list_models
+from core.judges.base import DEFAULT_RUBRIC, JudgeConfig
+from core.policy.mining import PairPolicy
+from core.present.charts import criterion_histograms, score_by_loop
+from core.present.render import md_escape
+from core.samplers import BACKENDS
+from core.steps.judge import judge_summary, judgments_frame, start_judging
+from core.steps.pairs import mine_run
+from core.store import WorkspaceError
+from core.store.models import list_models
 from views._ui import checked_model, helps, live_runs_panel, workspace
 
 ws = workspace()

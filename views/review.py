@@ -4,11 +4,11 @@ from html import escape
 
 import streamlit as st
 
-from core.render import md_escape, render_text_html
-from core.review import (
-    Conflict, QueueFilter, agreement, bulk, decide, diff_html, families_and_stages, last_decided_pair, next_pair, pair_view,
-    progress, send_to_second_review,
-)
+from core.present.diff import diff_html
+from core.present.render import md_escape, render_text_html
+from core.review.agreement import agreement, bulk, progress, send_to_second_review
+from core.review.decisions import Conflict, decide, last_decided_pair
+from core.review.queue import QueueFilter, families_and_stages, next_pair, pair_view
 from core.store import WorkspaceError
 from views._ui import helps, show_image, workspace
 

@@ -3,10 +3,27 @@
 import streamlit as st
 
 from core import jobs
-from core.render import md_escape, render_text_html
-from core.sampling import BACKENDS, DecodingConfig, SampleConfig, get_candidate, list_candidates, run_summary, start_sampling
-from core.store import WorkspaceError, list_datasets, list_models
-from views._ui import active_runs, attractor_panel, checked_model, helps, live_runs_panel, workspace
+from core.present.render import md_escape, render_text_html
+from core.samplers import BACKENDS
+from core.samplers.base import DecodingConfig
+from core.steps.sample import (
+    SampleConfig,
+    get_candidate,
+    list_candidates,
+    run_summary,
+    start_sampling,
+)
+from core.store import WorkspaceError
+from core.store.items import list_datasets
+from core.store.models import list_models
+from views._ui import (
+    active_runs,
+    attractor_panel,
+    checked_model,
+    helps,
+    live_runs_panel,
+    workspace,
+)
 
 ws = workspace()
 cur = ws.cursor()

@@ -3,11 +3,19 @@
 import streamlit as st
 
 from core import jobs
-from core.charts import training_curves
-from core.render import md_escape
-from core.store import WorkspaceError, list_datasets, list_models
-from core.train import DPO_LOSSES, DPORunConfig, SFTRunConfig
-from core.train_jobs import TrainJobConfig, pair_sources, read_metrics, start_training, training_summary
+from core.present.charts import training_curves
+from core.present.render import md_escape
+from core.steps.train import DPO_LOSSES, DPORunConfig, SFTRunConfig
+from core.steps.train_job import (
+    TrainJobConfig,
+    pair_sources,
+    read_metrics,
+    start_training,
+    training_summary,
+)
+from core.store import WorkspaceError
+from core.store.items import list_datasets
+from core.store.models import list_models
 from views._ui import checked_path, helps, live_runs_panel, workspace
 
 ws = workspace()

@@ -9,7 +9,7 @@ Writer side (the app or the CLI, which hold the database):
   done) registers the new model as stage ``dpo`` (``dpoN`` after a DPO base) or ``sft`` of the
   base's family, with its parent and config.
 
-Worker side, :func:`run_train_job`: trains with ``core.train`` and streams every log event to
+Worker side, :func:`run_job`: trains with ``core.train`` and streams every log event to
 ``<job>/metrics.jsonl`` (charted live) and as ``train_metrics`` shards (the store's copy); saves
 the model into ``<workspace>/models/<run_id>/`` and leaves ``result.json``. On cancel, the last
 checkpoint (when ``save_steps`` asked for them) is named in ``result.json``.
@@ -25,7 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import option
-from core.train import DPORunConfig, SFTRunConfig, pathology_warnings, validate_dpo_config, _validate_common
+from core.steps.train import (
+    DPORunConfig,
+    SFTRunConfig,
+    _validate_common,
+    pathology_warnings,
+    validate_dpo_config,
+)
 
 METHODS = ("dpo", "sft")
 SFT_SOURCES = ("chosen", "references")
@@ -73,7 +79,7 @@ def next_stage(method: str, base_stage: str | None) -> str:
 
 def read_pairs_source(ws, source: str) -> list[dict]:
     """Approved pairs of a sampling run (by id), or the rows of an export (file or `datasets` folder)."""
-    from core.export import approved_rows
+    from core.steps.export import approved_rows
     from core.store import WorkspaceError
 
     path = Path(source).expanduser()
@@ -125,7 +131,8 @@ def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: b
     import pyarrow.parquet as pq
 
     from core import jobs
-    from core.store import WorkspaceError, resolve_model
+    from core.store import WorkspaceError
+    from core.store.models import resolve_model
 
     if cfg.method not in METHODS:
         raise WorkspaceError(f"method is dpo or sft (got {cfg.method!r})")
@@ -167,8 +174,8 @@ def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: b
 def finish_training(ws, run_id: str) -> dict | None:
     """Register the model a finished train job saved (idempotent). Returns the model's row, or None
     when the run is not a finished train job."""
-    from core.jobs import read_json
-    from core.store import register_model
+    from core.jobs.worker import read_json
+    from core.store.models import register_model
 
     job_dir = ws.jobs_dir / run_id
     spec, result, status = (read_json(job_dir / f) or {} for f in ("spec.json", "result.json", "status.json"))
@@ -202,7 +209,7 @@ def read_metrics(ws, run_id: str) -> list[dict]:
 
 def training_summary(ws, run_id: str) -> dict:
     """Steps, last metrics, warnings, result and registered model of one train run."""
-    from core.jobs import read_json
+    from core.jobs.worker import read_json
 
     metrics = read_metrics(ws, run_id)
     result = read_json(ws.jobs_dir / run_id / "result.json") or {}
@@ -235,14 +242,14 @@ def _step_of(line: str) -> int:
         return 1 << 30
 
 
-def run_train_job(ctx) -> None:
+def run_job(ctx) -> None:
     """The worker: load the frozen data, train, save, write result.json (also on cancel)."""
+    import os
+
     import pyarrow.parquet as pq
 
-    from core import train
-    from core.jobs import JobCancelled
-
-    import os
+    from core.jobs.worker import JobCancelled
+    from core.steps import train
 
     spec = ctx.spec
     main_rank = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 alone writes
@@ -320,3 +327,6 @@ def pair_sources(ws) -> list[dict]:
         if p.suffix in (".jsonl", ".parquet") or (p.is_dir() and (p / "dataset_info.json").exists()):
             out.append({"source": str(p), "label": f"export {p.name}"})
     return out
+
+
+on_done = finish_training  # the job mechanism calls it once a train job ends done

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
 from core.config import option
-from core.prompts import DEFAULT_INSTRUCTION, build_prompt, completion_for
+from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt, completion_for
 
 __all__ = [
     "DPO_LOSSES",

@@ -51,9 +51,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
 
-from core.demo_docs import PRODUCTS, build_demo_records, format_brl
-from core.prompts import DEFAULT_INSTRUCTION, build_prompt, completion_for
-from core.train import SFTRunConfig, train_sft
+from core.demo.docs import PRODUCTS, build_demo_records, format_brl
+from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt, completion_for
+from core.steps.train import SFTRunConfig, train_sft
 
 __all__ = [
     "DEFAULT_MODELS_DIR",
@@ -108,7 +108,14 @@ FAMILIES: dict[str, FamilySpec] = {
 def make_model(spec: FamilySpec, tokenizer, max_positions: int, seed: int = 0):
     """A freshly initialised causal LM of the family's shape, sized to ``tokenizer``."""
     import torch
-    from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, Qwen2Config, Qwen2ForCausalLM
+    from transformers import (
+        GPT2Config,
+        GPT2LMHeadModel,
+        LlamaConfig,
+        LlamaForCausalLM,
+        Qwen2Config,
+        Qwen2ForCausalLM,
+    )
 
     torch.manual_seed(seed)
     ids = dict(
@@ -315,9 +322,9 @@ def evaluate_model(
     keep_outputs: bool = False,
 ) -> dict:
     """Quality and degeneration rate of greedy outputs on ``records`` (items with a reference)."""
-    from core.detect import analyze
-    from core.evaluate import wilson_interval
-    from core.metrics import quality
+    from core.policy.detect import analyze
+    from core.policy.metrics import quality
+    from core.steps.evaluate import wilson_interval
 
     prompts = [build_prompt(r["text"], instruction) for r in records]
     outs = generate_greedy(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
@@ -389,7 +396,6 @@ def build_demo_models(
     to ``<out_dir>/manifest.json``; an existing manifest's other families are kept)."""
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one tqdm bar per family instead of load/save bars
@@ -532,7 +538,7 @@ def register_demo_models(ws, models_dir: Path | str | None = None, *, build_miss
     """Register every demo family's vanilla and SFT model in the workspace's models table
     (family, stage, parent = the vanilla model for SFT). Builds them first if they are missing.
     Returns the registered names."""
-    from core.store import register_model
+    from core.store.models import register_model
 
     models_dir = Path(models_dir) if models_dir is not None else DEFAULT_MODELS_DIR
     manifest = load_manifest(models_dir)

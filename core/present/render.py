@@ -15,7 +15,7 @@ import re
 import unicodedata
 from html import escape
 
-from core.detect import Loop
+from core.policy.detect import Loop
 
 # Characters that change how text reads without being seen: bidi overrides and isolates (an
 # unterminated U+202E reverses everything after it, our own labels included), zero-width

@@ -121,7 +121,7 @@ def family_stage_bars(rep: dict) -> go.Figure:
 
 
 def _rank_of(rep: dict, label: str) -> list:
-    from core.evaluate import stage_rank
+    from core.steps.evaluate import stage_rank
 
     return [stage_rank(r["stage"]) for f in rep["families"].values() for r in f["stages"] if r["stage_label"] == label]
 
@@ -202,7 +202,7 @@ def attractor_figure(result: dict, loops: list | None = None) -> go.Figure:
     mapped onto the result's tokens), or None for the result's own ``loops``."""
     import pandas as pd
 
-    from core.attractor import map_loops
+    from core.steps.attractor import map_loops
 
     tokens = result["tokens"]
     spans = result["loops"] if loops is None else map_loops(tokens, loops)

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from core.config import option
-from core.prompts import DEFAULT_INSTRUCTION, build_prompt
+from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt
 from core.store import WorkspaceError
 
 FORMATS = ("trl", "jsonl", "parquet", "hf")

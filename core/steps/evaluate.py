@@ -83,7 +83,8 @@ def default_max_new_tokens(paths: list[str], fallback: int = 512) -> int:
 
 
 def sample_config(cfg: EvalConfig, model: str, max_new_tokens: int):
-    from core.sampling import DecodingConfig, SampleConfig
+    from core.samplers.base import DecodingConfig
+    from core.steps.sample import SampleConfig
 
     return SampleConfig(
         model=model, dataset=cfg.dataset, split=cfg.split, limit=cfg.limit, backend=cfg.backend,
@@ -99,8 +100,9 @@ def start_eval(ws, cfg: EvalConfig) -> list[str]:
     import pyarrow.parquet as pq
 
     from core import jobs
-    from core.sampling import select_items
-    from core.store import WorkspaceError, resolve_model
+    from core.steps.sample import select_items
+    from core.store import WorkspaceError
+    from core.store.models import resolve_model
 
     if not cfg.models:
         raise WorkspaceError("choose at least one model to evaluate")
@@ -124,14 +126,14 @@ def start_eval(ws, cfg: EvalConfig) -> list[str]:
     return run_ids
 
 
-def run_eval_job(ctx) -> None:
+def run_job(ctx) -> None:
     """The worker: a sampling job (candidates get their quality from the item's reference), then the
     next run of the chain — also after a failure, but not after a cancel, which cancels the rest."""
     from core import jobs
-    from core.sampling import run_sample_job
+    from core.steps import sample
 
     try:
-        run_sample_job(ctx)
+        sample.run_job(ctx)
     except jobs.JobCancelled:
         jobs.cancel_queued(ctx.dir.parent, ctx.spec.get("then"), "an earlier run of this evaluation was cancelled")
         raise

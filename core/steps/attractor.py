@@ -27,7 +27,7 @@ import threading
 from collections import OrderedDict
 from pathlib import Path
 
-from core.prompts import DEFAULT_INSTRUCTION, build_prompt
+from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt
 
 MODEL_CACHE_SIZE = 2  # models kept loaded; a third evicts the least recently used
 CHUNK_POSITIONS = 512  # positions whose full-vocabulary log-softmax is held at once
@@ -336,7 +336,7 @@ def token_probabilities(model_path: str, prompt: str, completion: str, device: s
         for k, (tid, (s, e), p, r, h, pe) in enumerate(zip(ids, offsets, scored["p"], scored["rank"], scored["entropy"], scored["p_eos"]))
     ]
     if loops is None:
-        from core.detect import analyze
+        from core.policy.detect import analyze
 
         loops = analyze(completion, finish_reason).loops
     mapped = map_loops(tokens, loops)

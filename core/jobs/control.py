@@ -1,0 +1,231 @@
+"""Process control from the writer's side: create, launch, cancel, follow and reconcile jobs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from core.jobs.ingestion import _set_aside_shards, ingest
+from core.jobs.worker import (
+    step_module,
+    _write_json,
+    _write_text,
+    new_run_id,
+    read_json,
+)
+from core.store import Workspace, WorkspaceError, now
+
+FINAL = ("done", "failed", "cancelled")
+
+
+@dataclass
+class JobState:
+    run_id: str
+    dir: Path
+    status: str  # queued | running | done | failed | cancelled | died
+    error: str | None
+    progress: dict
+    pid: int | None
+
+
+def _pid_alive(pid: int | None, job_dir: Path) -> bool:
+    """Alive and really our worker (pids get reused): its command line names the job folder."""
+    if not pid:
+        return False
+    try:
+        os.kill(pid, 0)
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ProcessLookupError):
+        return False
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        if stat.rsplit(")", 1)[1].split()[0] == "Z":  # a zombie has finished
+            return False
+    except OSError:
+        pass
+    return job_dir.name.encode() in cmdline
+
+
+def job_state(job_dir: Path) -> JobState:
+    job_dir = Path(job_dir)
+    spec = read_json(job_dir / "spec.json") or {}
+    progress = read_json(job_dir / "progress.json") or {}
+    final = read_json(job_dir / "status.json")
+    pid_text = (job_dir / "pid").read_text().strip() if (job_dir / "pid").exists() else ""
+    pid = int(pid_text) if pid_text.isdigit() else None
+    if final:
+        status, error = final["status"], final.get("error")
+    elif _pid_alive(pid, job_dir):
+        status, error = "running", None
+    elif (job_dir / "cancel-requested").exists():  # SIGTERM before the worker's handler was installed ends it silently
+        status, error = "cancelled", "cancelled by the user"
+    elif pid is None and (job_dir / "launching").exists():
+        status, error = "queued", None
+    else:
+        status, error = "died", "the job's process ended without a final status (killed or crashed); resume to continue"
+    return JobState(spec.get("run_id", job_dir.name), job_dir, status, error, progress, pid)
+
+
+def create_job(ws: Workspace, kind: str, params: dict, *, model: str | None = None,
+               dataset: str | None = None, split: str | None = None, run_id: str | None = None) -> str:
+    """Write the spec and the run row (status queued). Returns the run id."""
+    step_module(kind)
+    run_id = run_id or new_run_id(kind)
+    job_dir = ws.jobs_dir / run_id
+    job_dir.mkdir(parents=True)
+    _write_json(job_dir / "spec.json", {"run_id": run_id, "kind": kind, "workspace": str(ws.root), **params})
+    ws.cursor().execute(
+        "INSERT INTO runs (run_id, kind, model, dataset, split, config, status, job_dir, created_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+        [run_id, kind, model, dataset, split, json.dumps(params, default=str), str(job_dir), now()],
+    )
+    return run_id
+
+
+def launch(ws: Workspace, run_id: str) -> int:
+    """Start (or resume) the job's worker in its own session, so it outlives the app and the browser."""
+    job_dir = ws.jobs_dir / run_id
+    state = job_state(job_dir)
+    if state.status == "running":
+        raise WorkspaceError(f"run {run_id} is already running (pid {state.pid})")
+    (job_dir / "status.json").unlink(missing_ok=True)
+    (job_dir / "cancel-requested").unlink(missing_ok=True)
+    ingest(ws, run_id)  # a damaged shard is set aside before the worker looks, so the worker redoes its work
+    ws.cursor().execute("DELETE FROM shards WHERE run_id = ? AND rows IS NULL", [run_id])
+    proc = spawn(job_dir)
+    ws.cursor().execute(
+        "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE run_id = ?", [run_id]
+    )
+    _children.append(proc)  # reaped by sync_runs so a finished worker is not left a zombie
+    return proc.pid
+
+
+_children: list[subprocess.Popen] = []
+
+
+def spawn(job_dir: Path) -> subprocess.Popen:
+    """Start the worker process for a job folder (no database: a worker may start the next job of a chain)."""
+    (job_dir / "launching").touch()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    if env.pop("LOOPBREAK_THREADS_AUTO", None):
+        env.pop("OMP_NUM_THREADS", None)
+    with (job_dir / "log.txt").open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core", "job", "run", str(job_dir)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env=env,
+        )
+    _write_text(job_dir / "pid", str(proc.pid))
+    (job_dir / "launching").unlink(missing_ok=True)
+    return proc
+
+
+def cancel_queued(jobs_dir: Path, run_id: str | None, reason: str = "cancelled by the user") -> None:
+    """Mark a queued job cancelled, and the queued jobs chained after it (spec ``then``)."""
+    while run_id and job_state(jobs_dir / run_id).status == "queued":
+        job_dir = jobs_dir / run_id
+        (job_dir / "launching").unlink(missing_ok=True)
+        _write_json(job_dir / "status.json", {"status": "cancelled", "error": reason, "finished_at": time.time()})
+        run_id = (read_json(job_dir / "spec.json") or {}).get("then")
+
+
+def cancel(ws: Workspace, run_id: str) -> bool:
+    """SIGTERM to the job's process group (a queued job is marked cancelled). False if it was not active."""
+    state = job_state(ws.jobs_dir / run_id)
+    if state.status == "queued":
+        cancel_queued(ws.jobs_dir, run_id)
+        return True
+    if state.status != "running" or not state.pid:
+        return False
+    (ws.jobs_dir / run_id / "cancel-requested").touch()
+    try:
+        os.killpg(state.pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def sync_runs(ws: Workspace, run_ids: list[str] | None = None) -> list[JobState]:
+    """Ingest new shards and bring run rows in line with their jobs. The app calls this as it polls."""
+    for proc in list(_children):
+        if proc.poll() is not None:
+            _children.remove(proc)
+    cur = ws.cursor()
+    if run_ids is None:
+        run_ids = [r[0] for r in cur.execute(
+            "SELECT run_id FROM runs WHERE status IN ('queued', 'running') AND job_dir IS NOT NULL"
+        ).fetchall()]
+    states = []
+    for run_id in run_ids:
+        state = job_state(ws.jobs_dir / run_id)
+        ingest(ws, run_id)
+        if state.status == "running":  # started by another worker (an evaluation chain)
+            cur.execute("UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'queued'", [run_id])
+        if state.status in FINAL or state.status == "died":
+            status = "failed" if state.status == "died" else state.status
+            if status == "done" and _set_aside_shards(cur, run_id):
+                status = "failed"  # finished, but part of its output was damaged: the error names it
+            cur.execute(
+                "UPDATE runs SET status = ?, error = coalesce(?, error), finished_at = ? WHERE run_id = ?",
+                [status, state.error, now(), run_id],
+            )
+            if status == "done":
+                _on_done(ws, run_id)
+        states.append(state)
+    return states
+
+
+def _on_done(ws: Workspace, run_id: str) -> None:
+    """The kind's ``on_done`` hook (e.g. registering a trained model); its failure becomes the run's error."""
+    row = ws.cursor().execute("SELECT kind FROM runs WHERE run_id = ?", [run_id]).fetchone()
+    hook = getattr(step_module(row[0]), "on_done", None) if row else None
+    if hook is None:
+        return
+    try:
+        hook(ws, run_id)
+    except Exception as e:
+        ws.cursor().execute("UPDATE runs SET error = ? WHERE run_id = ?", [f"after the job: {type(e).__name__}: {e}", run_id])
+
+
+def wait(ws: Workspace, run_id: str, on_progress: Callable[[dict], None] | None = None, poll_s: float = 0.5) -> JobState:
+    """Block until the job ends, ingesting as it goes (the CLI's way of running a job)."""
+    while True:
+        (state,) = sync_runs(ws, [run_id])
+        if on_progress and state.progress:
+            on_progress(state.progress)
+        if state.status not in ("running", "queued"):
+            return state
+        time.sleep(poll_s)
+
+
+def list_runs(ws: Workspace, kind: str | None = None, limit: int = 50) -> list[dict]:
+    """Recent runs with their live progress (read from the job folders)."""
+    sql = "SELECT run_id, kind, model, dataset, split, status, error, created_at, finished_at FROM runs"
+    params: list = []
+    if kind:
+        sql += " WHERE kind = ?"
+        params.append(kind)
+    rows = ws.cursor().execute(sql + " ORDER BY created_at DESC LIMIT ?", params + [limit]).fetchall()
+    keys = ("run_id", "kind", "model", "dataset", "split", "status", "error", "created_at", "finished_at")
+    out = []
+    for r in rows:
+        run = dict(zip(keys, r))
+        run["progress"] = read_json(ws.jobs_dir / run["run_id"] / "progress.json") or {}
+        out.append(run)
+    return out
+
+
+def read_log(ws: Workspace, run_id: str, tail_chars: int = 4000) -> str:
+    path = ws.jobs_dir / run_id / "log.txt"
+    if not path.exists():
+        return ""
+    with path.open("rb") as f:
+        f.seek(max(0, path.stat().st_size - tail_chars))
+        return f.read().decode(errors="replace")

@@ -1,0 +1,181 @@
+"""Ingestion: the writer moves a job's Parquet shards into the store, idempotently."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from core.jobs.worker import SHARD_TABLES, shard_problem
+from core.store import Workspace, derived, now
+
+
+def ingest(ws: Workspace, run_id: str) -> int:
+    """Move the job's new shards into the store, idempotently. Returns the rows added.
+
+    A shard that cannot be read, or whose bytes do not match its checksum (truncated, corrupt), is
+    not ingested at all: it is set aside in ``<job>/corrupt/``, the run gets an error naming it (and
+    ends failed: a resume redoes its work), and the rest still goes in.
+    """
+    cur = ws.cursor()
+    shards_dir = ws.jobs_dir / run_id / "shards"
+    if not shards_dir.is_dir():
+        return 0
+    done = {r[0] for r in cur.execute("SELECT path FROM shards WHERE run_id = ?", [run_id]).fetchall()}
+    added = _ingest_batches(ws, run_id, shards_dir, done)
+    for path in sorted(shards_dir.glob("*.parquet")):  # what the batches left: one by one
+        if path.name in done:
+            continue
+        table = path.name.split("-", 1)[0]
+        if table not in SHARD_TABLES:
+            continue
+        problem = shard_problem(path)
+        if problem is None:
+            before = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+            try:
+                cur.execute("BEGIN")
+                cur.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
+                rows = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
+                cur.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", [path.name, run_id, rows, now()])
+                cur.execute("COMMIT")
+                added += rows
+                if table == "judgments":
+                    derived.after_judgments(cur, [str(path)], before, rows)
+                continue
+            except Exception as e:  # duckdb raises IOException/InvalidInputException for bad files
+                cur.execute("ROLLBACK")
+                problem = f"{type(e).__name__}: {str(e)[:300]}"
+        _set_aside(ws, run_id, path, problem)
+    if added:
+        derived.after_candidates(cur, run_id)  # `chars` of candidates that came in one by one
+    return added
+
+
+INGEST_BATCH_BYTES = 2 << 30  # Parquet bytes per statement when shards pile up (1M candidates ≈ 0.5 GB)
+
+
+def _ingest_batches(ws: Workspace, run_id: str, shards_dir: Path, done: set[str]) -> int:
+    """The healthy new shards of each table in one statement and one transaction; adds their names to `done`.
+
+    A sampling worker writes a shard per 8 items, and one statement per shard spends its time on
+    per-statement overhead (1M candidates = 15,625 shards: ~7 min that way, bench/bench_ingest.py).
+    Batches of a few thousand shards were no answer either: each leaves a partly filled row group that
+    every later commit rewrites (1.3× the bare INSERT). So everything waiting goes in at once, up to
+    INGEST_BATCH_BYTES. A batch that fails is split in halves and retried (a bad shard costs a few
+    retries, not the rest of the batch); a lone shard that fails is left to the one-by-one path, which
+    reports it and sets it aside. A batched shard's `rows` is the rows it holds.
+    """
+    cur = ws.cursor()
+    by_table: dict[str, list[Path]] = {}
+    for path in sorted(shards_dir.glob("*.parquet")):
+        table = path.name.split("-", 1)[0]
+        if path.name not in done and table in SHARD_TABLES:
+            by_table.setdefault(table, []).append(path)
+    added = 0
+    for table, paths in by_table.items():
+        if len(paths) < 2:
+            continue  # a lone new shard (a running job, polled): the one-by-one path
+        batch, size = [], 0
+        for path in paths + [None]:
+            if path is None or size >= INGEST_BATCH_BYTES:
+                added += _ingest_group(cur, run_id, table, batch, done)
+                batch, size = [], 0
+            if path is not None and shard_problem(path) is None:
+                batch.append(str(path))
+                size += path.stat().st_size
+    return added
+
+
+def _ingest_group(cur, run_id: str, table: str, batch: list[str], done: set[str]) -> int:
+    """One batch in one transaction, or its halves, recursively; returns the rows added."""
+    if len(batch) < 2:
+        return 0
+    rows = _insert_batch(cur, run_id, table, batch)
+    if rows is None:
+        half = len(batch) // 2
+        return _ingest_group(cur, run_id, table, batch[:half], done) + _ingest_group(cur, run_id, table, batch[half:], done)
+    done.update(Path(p).name for p in batch)
+    return rows
+
+
+def _insert_batch(cur, run_id: str, table: str, batch: list[str]) -> int | None:
+    """INSERT … SELECT over the files and their `shards` rows, one transaction; None if it failed (rolled back)."""
+    extra = _derived_sql(table, batch[0])  # candidates get their derived `chars` on the way in (core/derived.py)
+    # Shards of one schema are read as they are; a mix (a job resumed by a newer Loopbreak) is matched
+    # by column name. union_by_name always would cost ~20% (it maps every file's columns).
+    ubn = "" if _one_schema(batch) else ", union_by_name = true"
+    # A plain INSERT first: new shards hold new rows, and skipping OR IGNORE's per-row check is
+    # ~25% of the time; a duplicate (a shard re-written after a crash) rolls back to OR IGNORE.
+    for verb in ("INSERT", "INSERT OR IGNORE"):
+        try:
+            cur.execute("BEGIN")
+            before = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
+            cur.execute(f"{verb} INTO {table} BY NAME SELECT *{extra} FROM read_parquet(?{ubn})", [batch])
+            rows = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
+            cur.execute("INSERT INTO shards SELECT parse_filename(filename), ?, count(*), ? "
+                        f"FROM read_parquet(?, filename = true{ubn}) GROUP BY filename", [run_id, now(), batch])
+            cur.execute("COMMIT")
+        except Exception as e:  # a bad file, a conflict: the caller splits the batch
+            cur.execute("ROLLBACK")
+            if type(e).__name__ == "ConstraintException" and verb == "INSERT":
+                continue
+            return None
+        if table == "judgments":
+            derived.after_judgments(cur, batch, before, rows)
+        return rows
+    return None
+
+
+def _one_schema(batch: list[str], probes: int = 32) -> bool:
+    """Whether the shards share one schema, judged on the first, the last and evenly spaced ones between.
+
+    A job's schema changes only where a newer Loopbreak resumed it, and stays changed, so the ends
+    and a sample tell. (Without union_by_name DuckDB takes the first file's columns: a later file
+    missing one is an error, a later file with an extra one would lose it silently.)
+    """
+    picks = sorted({0, len(batch) - 1, *range(0, len(batch), max(1, len(batch) // probes))})
+    try:
+        schemas = {pq.read_schema(batch[i]).remove_metadata() for i in picks}
+    except Exception:  # unreadable: the batch fails either way and is split
+        return False
+    return len(schemas) == 1
+
+
+def _derived_sql(table: str, first_shard: str) -> str:
+    """Extra SELECT columns a batch computes on the way in (candidates' `chars`), unless the shards carry them."""
+    if table != "candidates":
+        return ""
+    try:
+        names = pq.read_schema(first_shard).names
+    except Exception:  # unreadable: the batch fails and the one-by-one path reports it
+        return ""
+    return "" if "chars" in names else ", length(text) AS chars"
+
+
+def _set_aside(ws: Workspace, run_id: str, path: Path, problem: str) -> None:
+    """Move a shard that cannot be ingested to <job>/corrupt/, mark it in `shards` (rows NULL), and say so on the run."""
+    corrupt = path.parent.parent / "corrupt"
+    try:
+        corrupt.mkdir(exist_ok=True)
+        os.replace(path, corrupt / path.name)
+    except OSError:
+        pass  # left in place; the mark below keeps it from being tried again
+    cur = ws.cursor()
+    cur.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, NULL, ?)", [path.name, run_id, now()])
+    names = _set_aside_shards(cur, run_id) if not path.name.startswith("train_metrics-") else [path.name]
+    what = f"shard {path.name} was" if len(names) == 1 else f"{len(names)} shards were"
+    listed = "" if len(names) == 1 else f": {', '.join(names)}; the last"
+    cur.execute(
+        "UPDATE runs SET error = ? WHERE run_id = ?",
+        [f"{what} not ingested{listed} ({problem}); nothing of {'it' if len(names) == 1 else 'them'} is in the store. "
+         f"Moved to {corrupt}; resume the run to redo the work", run_id],
+    )
+
+
+def _set_aside_shards(cur, run_id: str) -> list[str]:
+    """Shards of the run's output set aside since its last launch (metrics shards aside: they are not the product)."""
+    return [r[0] for r in cur.execute(
+        "SELECT path FROM shards WHERE run_id = ? AND rows IS NULL AND NOT starts_with(path, 'train_metrics-') ORDER BY path",
+        [run_id],
+    ).fetchall()]

@@ -1,0 +1,153 @@
+"""The transformers backend: `model.generate` on CPU or GPU, a shard's items decoded together."""
+
+from __future__ import annotations
+
+import time
+
+from core.policy.detect import DetectConfig, tail_loop
+from core.samplers.base import (
+    chat_prompt,
+    DecodingConfig,
+    Generation,
+    ItemSkipped,
+    Request,
+    SamplerError,
+)
+
+
+class _LoopStop:
+    """A StoppingCriteria: every `every` tokens, rows whose tail is a confirmed loop stop here.
+
+    Cheap per call: a row that emitted EOS is remembered from the one new token of each step, and
+    only the last `tail_tokens` tokens of a row are decoded for the check (``tail_loop`` looks at
+    a bounded window anyway), so a check costs O(window), not O(length).
+    """
+
+    def __init__(self, tokenizer, prompt_len: int, eos_ids: set[int], every: int = 8,
+                 config: DetectConfig | None = None, tail_tokens: int = 2048):
+        self.tokenizer, self.prompt_len, self.eos_ids, self.every = tokenizer, prompt_len, eos_ids, every
+        self.config = config or DetectConfig(metrics=False)
+        self.tail_tokens = tail_tokens
+        self.stopped: set[int] = set()
+        self.ended: set[int] = set()
+
+    def __call__(self, input_ids, scores, **kwargs):
+        import torch
+
+        done = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+        new = input_ids.shape[1] - self.prompt_len
+        if new > 0:
+            for row, token in enumerate(input_ids[:, -1].tolist()):
+                if token in self.eos_ids:
+                    self.ended.add(row)  # finished by itself; padding follows
+        for row in self.stopped:
+            done[row] = True
+        if new == 0 or new % self.every:
+            return done
+        start = max(self.prompt_len, input_ids.shape[1] - self.tail_tokens)
+        for row in range(input_ids.shape[0]):
+            if row in self.stopped or row in self.ended:
+                continue
+            if tail_loop(self.tokenizer.decode(input_ids[row, start:].tolist(), skip_special_tokens=True), self.config):
+                self.stopped.add(row)
+                done[row] = True
+        return done
+
+
+class TransformersSampler:
+    name = "transformers"
+
+    def __init__(self, model_path: str, device: str = "auto"):
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
+        except Exception as e:
+            raise SamplerError(f"cannot load a tokenizer from {model_path!r}: {e}") from None
+        try:
+            self.model = AutoModelForCausalLM.from_pretrained(model_path)
+        except Exception as e:
+            raise SamplerError(f"cannot load a causal LM from {model_path!r}: {e}") from None
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        if device == "cuda" and torch.cuda.is_bf16_supported():
+            self.model = self.model.to(torch.bfloat16)
+        self.model.to(device).eval()
+        self.device = device
+        self.tokenizer.padding_side = "left"
+        if self.tokenizer.pad_token is None:
+            self.tokenizer.pad_token = self.tokenizer.eos_token
+        eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
+        self.context = getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config, "n_positions", None)
+
+    def format_prompt(self, prompt: str, chat_template: str) -> str:
+        return chat_prompt(self.tokenizer, prompt, chat_template)
+
+    max_batch_rows = 64  # rows (requests x n) decoded together
+
+    def generate(self, requests: list[Request], decoding: DecodingConfig) -> list[list[Generation] | ItemSkipped]:
+        """Requests of one kind (greedy, or n samples) share a `generate` call.
+
+        A small model's per-step overhead dominates on CPU, so decoding a shard's items together is
+        the big speed-up. A batch is deterministic given its requests (seeded with its first
+        request's seed), and a resumed job re-forms the same shards, so it reproduces the same
+        candidates. A prompt that would overrun the context with the full token limit is decoded
+        alone, with the limit clamped, so it does not shorten the others'.
+        """
+        out: list = [None] * len(requests)
+        groups: dict[tuple, list[int]] = {}
+        for i, r in enumerate(requests):
+            n_tok = len(self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"])
+            if self.context and n_tok >= self.context:
+                out[i] = ItemSkipped(f"prompt of {n_tok} tokens does not fit the model's context of {self.context}")
+                continue
+            fits = not self.context or n_tok + decoding.max_new_tokens <= self.context
+            groups.setdefault((r.greedy, r.n, fits), []).append(i)
+        for (_, n, fits), idx in groups.items():
+            size = max(1, self.max_batch_rows // max(1, n)) if fits else 1
+            for s in range(0, len(idx), size):
+                chunk = idx[s : s + size]
+                for i, gens in zip(chunk, self._batch([requests[i] for i in chunk], decoding)):
+                    out[i] = gens
+        return out
+
+    def _batch(self, reqs: list[Request], decoding: DecodingConfig) -> list[list[Generation]]:
+        import torch
+        from transformers import StoppingCriteriaList
+
+        enc = self.tokenizer([r.prompt for r in reqs], return_tensors="pt", padding=True, add_special_tokens=False)
+        prompt_len = enc["input_ids"].shape[1]
+        max_new = decoding.max_new_tokens
+        if self.context:
+            max_new = min(max_new, self.context - prompt_len)
+        stop = _LoopStop(self.tokenizer, prompt_len, self.eos_ids) if decoding.early_stop else None
+        torch.manual_seed(reqs[0].seed)
+        kwargs = dict(do_sample=False) if reqs[0].greedy else dict(
+            do_sample=True, temperature=decoding.temperature, top_p=decoding.top_p, top_k=decoding.top_k or None
+        )
+        n = reqs[0].n
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            out = self.model.generate(
+                **{k: v.to(self.device) for k, v in enc.items()}, max_new_tokens=max_new,
+                num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id,
+                stopping_criteria=StoppingCriteriaList([stop]) if stop else None, **kwargs,
+            )
+        latency = time.perf_counter() - t0
+        gens = []
+        for row, ids in enumerate(out[:, prompt_len:].tolist()):
+            end = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
+            if stop and row in stop.stopped:
+                while ids and ids[-1] == self.tokenizer.pad_token_id:
+                    ids.pop()
+                reason = "repetition"
+            elif end is not None:
+                ids, reason = ids[: end + 1], "stop"
+            else:
+                while ids and ids[-1] == self.tokenizer.pad_token_id:
+                    ids.pop()
+                reason = "length" if len(ids) >= max_new else "stop"
+            gens.append(Generation(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), reason, latency))
+        return [gens[i * n : (i + 1) * n] for i in range(len(reqs))]
