@@ -26,7 +26,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.gen_workspace import GenConfig, generate  # noqa: E402
 from core.review.browse import candidate_judgments, candidate_runs, candidates_frame  # noqa: E402
-from core.steps.sample import get_candidate  # noqa: E402
+from core.store.candidates import get_candidate  # noqa: E402
 from core.store import counts, open_workspace  # noqa: E402
 
 TARGET_MS = 200.0

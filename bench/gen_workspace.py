@@ -355,11 +355,12 @@ def generate(root: str | Path, cfg: GenConfig | None = None, log=print) -> dict:
     scfg = sample_config(cfg)
     run_id = jobs.create_job(ws, "sample", {"config": asdict(scfg), "model_path": f"/models/{cfg.model}",
                                             "model_info": {"name": cfg.model}},
-                             model=cfg.model, dataset=cfg.dataset, split="train", run_id="sample-bench")
+                             model=cfg.model, dataset=cfg.dataset, split="train", run_id="sample-bench",
+                             instruction=scfg.instruction, backend=scfg.backend, model_path=f"/models/{cfg.model}")
     judge_run = None
     if cfg.judge:
         judge_run = jobs.create_job(ws, "judge", {"config": asdict(JudgeConfig()), "source_run": run_id},
-                                    model="reference", dataset=cfg.dataset, run_id="judge-bench")
+                                    model="reference", dataset=cfg.dataset, run_id="judge-bench", source_run=run_id)
     job_dir, judge_dir = ws.jobs_dir / run_id, (ws.jobs_dir / judge_run if judge_run else None)
     ws.cursor().execute("UPDATE runs SET status = 'running' WHERE run_id IN (?, ?)", [run_id, judge_run or run_id])
     pq.write_table(ws.cursor().sql("SELECT dataset, item_id, text FROM items WHERE dataset = $1 ORDER BY item_id",

@@ -8,10 +8,12 @@ workspace) is printed as one clear line, exit status 1, never a traceback.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
 
+from core.config import BoolFlag, HelpFormatter, add_flags, args_values, config_from_args
 from core.store import WorkspaceError, counts, open_workspace
 
 
@@ -37,9 +39,7 @@ def cmd_status(args) -> int:
 def cmd_import(args) -> int:
     from core.steps.importer import ImportFields, import_file
 
-    fields = ImportFields(
-        text=args.text_field, reference=args.reference_field, id=args.id_field, image=args.image_field
-    )
+    fields = config_from_args(ImportFields, args)
     ws = open_workspace(args.workspace)
     result = import_file(ws, args.file, args.dataset, split=args.split, fields=fields, fmt=args.format)
     splits = ", ".join(f"{k}: {v}" for k, v in sorted(result.splits.items()))
@@ -102,19 +102,14 @@ def cmd_demo(args) -> int:
 
 
 def cmd_demo_build(args) -> int:
-    from core.demo.models import (
-        DEFAULT_MODELS_DIR,
-        FAMILIES,
-        DemoBuildConfig,
-        build_demo_models,
-    )
+    from core.demo.models import DEFAULT_MODELS_DIR, FAMILIES, DemoBuildConfig, build_demo_models
 
     families = [f.strip() for f in (args.families or ",".join(FAMILIES)).split(",") if f.strip()]
     unknown = [f for f in families if f not in FAMILIES]
     if unknown:
         raise WorkspaceError(f"Unknown demo families {', '.join(unknown)}: use {', '.join(FAMILIES)}.")
     out = Path(args.out) if args.out else DEFAULT_MODELS_DIR
-    manifest = build_demo_models(out, DemoBuildConfig(seed=args.seed, families=families), quiet=False)
+    manifest = build_demo_models(out, config_from_args(DemoBuildConfig, args, families=families), quiet=False)
     per_family = {}
     for f in families:
         e = manifest["families"][f]
@@ -195,20 +190,10 @@ def _job_result(args, ws, run_id: str, summary: dict, human: str) -> int:
 
 
 def cmd_sample(args) -> int:
-    from core.samplers.base import DecodingConfig
     from core.steps.sample import SampleConfig, run_summary, start_sampling
 
     ws = open_workspace(args.workspace)
-    cfg = SampleConfig(
-        model=args.model, dataset=args.dataset, split=args.split, limit=args.limit, backend=args.backend,
-        base_url=args.base_url, server_model=args.server_model, items_per_shard=args.items_per_shard,
-        concurrency=args.concurrency, timeout_s=args.timeout, device=args.device,
-        decoding=DecodingConfig(
-            n=args.n, temperature=args.temperature, top_p=args.top_p, top_k=args.top_k,
-            max_new_tokens=args.max_new_tokens, seed=args.seed, with_greedy=args.with_greedy,
-            early_stop=args.early_stop,
-        ),
-    )
+    cfg = config_from_args(SampleConfig, args)
     run_id = start_sampling(ws, cfg)
     _follow(ws, run_id, args.json)
     s = run_summary(ws, run_id)
@@ -224,10 +209,7 @@ def cmd_eval(args) -> int:
     from core.steps.evaluate import EvalConfig, eval_results, start_eval
 
     ws = open_workspace(args.workspace)
-    cfg = EvalConfig(models=args.model, dataset=args.dataset, split=args.split, limit=args.limit, greedy=args.greedy,
-                     n_sampled=args.n_sampled, temperature=args.temperature, top_p=args.top_p,
-                     max_new_tokens=args.max_new_tokens, seed=args.seed, backend=args.backend, base_url=args.base_url,
-                     device=args.device)
+    cfg = config_from_args(EvalConfig, args)
     run_ids = start_eval(ws, cfg)
     try:
         for run_id in run_ids:
@@ -265,7 +247,7 @@ def cmd_judge(args) -> int:
     from core.steps.judge import judge_summary, start_judging
 
     ws = open_workspace(args.workspace)
-    cfg = JudgeConfig(judge=args.judge, judge_model=args.judge_model, backend=args.backend, base_url=args.base_url)
+    cfg = config_from_args(JudgeConfig, args)  # the rubric is no flag of its own: --rubric names a JSON file
     if args.rubric:
         try:
             cfg.rubric = json.loads(Path(args.rubric).read_text())
@@ -282,19 +264,17 @@ def cmd_judge(args) -> int:
 
 def cmd_pairs(args) -> int:
     from core.policy.mining import PairPolicy
-    from core.steps.judge import judge_runs_of
     from core.steps.pairs import mine_run
+    from core.store.runs import judge_runs_of, run_kind
 
     ws = open_workspace(args.workspace)
-    cur = ws.cursor()
-    kind = cur.execute("SELECT kind FROM runs WHERE run_id = ?", [args.run]).fetchone()
+    kind = run_kind(ws, args.run)
     if kind is None:
         raise WorkspaceError(f"no run {args.run!r} in this workspace")
-    judge_run = args.run if kind[0] == "judge" else next(iter(judge_runs_of(ws, args.run)), None)
+    judge_run = args.run if kind == "judge" else next(iter(judge_runs_of(ws, args.run)), None)
     if judge_run is None:
         raise WorkspaceError(f"run {args.run!r} has not been judged: run `loopbreak judge --run {args.run}` first")
-    policy = PairPolicy(min_chosen=args.min_chosen, min_margin=args.min_margin, max_pairs_per_item=args.max_pairs_per_item,
-                        reference_as_chosen=args.reference_as_chosen)
+    policy = config_from_args(PairPolicy, args)
     s = mine_run(ws, judge_run, policy, write=not args.dry_run)
     reasons = "; ".join(f"{k}: {v}" for k, v in s["no_pair"].items()) or "none"
     _emit(args, s, f"{s['pairs']} pairs from {s['items_with_pairs']} of {s['items']} items ({s['rejected_degenerate']} with a "
@@ -329,8 +309,7 @@ def cmd_export(args) -> int:
     from core.steps.export import ExportConfig, export_pairs
 
     ws = open_workspace(args.workspace, create=False)
-    s = export_pairs(ws, args.out, ExportConfig(format=args.format, run=args.run, style=args.style, hub_repo=args.push_to_hub,
-                                                 overwrite=args.overwrite))
+    s = export_pairs(ws, args.out, config_from_args(ExportConfig, args))
     _emit(args, s, f"Exported {s['pairs']} approved pairs ({s['rejected_cut_at_limit']} rejected cut at the length limit) "
                    f"as {s['format']} to {s['out']}" + (f", pushed to {s['pushed_to']}" if s["pushed_to"] else "") + ".")
     return 0
@@ -359,17 +338,12 @@ def cmd_cancel(args) -> int:
 
 def cmd_train(args) -> int:
     """Train DPO or SFT as a background job, follow it, and register the model it saves."""
-    from core.steps.train_job import (
-        TrainJobConfig,
-        finish_training,
-        start_training,
-        training_summary,
-    )
+    from core.steps.train import DPORunConfig, SFTRunConfig
+    from core.steps.train_job import TrainJobConfig, finish_training, start_training, training_summary
 
     ws = open_workspace(args.workspace, create=False)
-    params = {name: getattr(args, f"p_{name}") for name in _train_fields(args.method) if getattr(args, f"p_{name}") is not None}
-    cfg = TrainJobConfig(method=args.method, base=args.base, pairs=args.pairs, sft_source=args.source,
-                         dataset=args.dataset, split=args.split, name=args.name, stage=args.stage, params=params)
+    params = args_values(DPORunConfig if args.method == "dpo" else SFTRunConfig, args)  # only the flags given
+    cfg = config_from_args(TrainJobConfig, args, method=args.method, params=params)
     run_id = start_training(ws, cfg, launch=not args.prepare_only)
     if args.prepare_only:
         job_dir = ws.jobs_dir / run_id
@@ -388,32 +362,6 @@ def cmd_train(args) -> int:
         f"Run {run_id}: {s['result'].get('global_step', 0)} steps, final loss {s['result'].get('train_loss')}; "
         f"registered {m.get('name')} ({m.get('family') or '?'} · {m.get('stage')}) at {m.get('path')}.",
     )
-
-
-def _train_fields(method: str) -> dict:
-    import dataclasses
-
-    from core.steps.train import DPORunConfig, SFTRunConfig
-
-    return {f.name: f for f in dataclasses.fields(DPORunConfig if method == "dpo" else SFTRunConfig)}
-
-
-def _flag_type(f):
-    """argparse type for a config field from its annotation (strings: `from __future__ import annotations`)."""
-    t = str(f.type)
-
-    def opt(conv):
-        return lambda v: None if v.lower() in ("none", "null", "") else conv(v)
-
-    def boolean(v: str) -> bool:
-        if v.lower() in ("1", "true", "yes", "on"):
-            return True
-        if v.lower() in ("0", "false", "no", "off"):
-            return False
-        raise argparse.ArgumentTypeError(f"not a boolean: {v!r}")
-
-    conv = boolean if t.startswith("bool") else int if t.startswith("int") else float if t.startswith("float") else str
-    return opt(conv) if "None" in t else conv
 
 
 def cmd_job_run(args) -> int:
@@ -437,20 +385,45 @@ def cmd_serve(args) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="loopbreak",
-        description="Turn a model's own repetition loops into DPO training signal.",
-    )
-    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+def _subcommands(p: argparse.ArgumentParser, dest: str, metavar: str, required: bool = True):
+    """A subcommand table whose parsers all get `--json` (and `--workspace`) and show BoolFlags well."""
+    sub = p.add_subparsers(dest=dest, required=required, metavar=metavar)
 
-    def command(name: str, func, help: str, workspace: bool = True) -> argparse.ArgumentParser:
-        sp = sub.add_parser(name, help=help, description=help)
-        sp.set_defaults(func=func)
-        if workspace:
-            sp.add_argument("--workspace", "-w", help="workspace folder (default: $LOOPBREAK_WORKSPACE or ./workspace)")
-        sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    def command(name: str, func, help: str, workspace: bool = True, description: str | None = None) -> argparse.ArgumentParser:
+        sp = sub.add_parser(name, help=help, description=description or help, formatter_class=HelpFormatter)
+        if func is not None:
+            sp.set_defaults(func=func)
+            if workspace:
+                sp.add_argument("--workspace", "-w", help="workspace folder (default: $LOOPBREAK_WORKSPACE or ./workspace)")
+            sp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
         return sp
+
+    return command
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """Every command's flags come from its config dataclass through `core.config.add_flags`; what
+    is hand-written here is what no config holds (the run to work on, output paths, modes)."""
+    from core.demo.models import DemoBuildConfig
+    from core.judges import JUDGES
+    from core.judges.base import JudgeConfig
+    from core.policy.mining import PairPolicy
+    from core.samplers import BACKENDS
+    from core.steps.evaluate import EvalConfig
+    from core.steps.export import FORMATS as EXPORT_FORMATS
+    from core.steps.export import ExportConfig
+    from core.steps.importer import FORMATS as IMPORT_FORMATS
+    from core.steps.importer import ImportFields
+    from core.steps.sample import SampleConfig
+    from core.steps.train import DPORunConfig, SFTRunConfig
+    from core.steps.train_job import SFT_SOURCES, TrainJobConfig
+
+    p = argparse.ArgumentParser(prog="loopbreak", description="Turn a model's own repetition loops into DPO training signal.",
+                                formatter_class=HelpFormatter)
+    command = _subcommands(p, "command", "COMMAND")
+    # the short options and renamed flags users have; the rest are --field-name
+    model_dataset = {"model": ["--model", "-m"], "models": ["--model", "-m"], "dataset": ["--dataset", "-d"]}
+    required = {"required": True}
 
     command("status", cmd_status, "show the workspace's counts for each stage of the flow")
 
@@ -458,80 +431,46 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("file", help="the file or `datasets` folder to import")
     sp.add_argument("--dataset", "-d", required=True, help="dataset name the items go into")
     sp.add_argument("--split", help="split for every row (default: the file's split column, else 'train')")
-    sp.add_argument("--format", choices=["jsonl", "json", "csv", "parquet", "hf"], help="override the file type guessed from the name")
-    sp.add_argument("--text-field", default="text", help="column holding the document text (default: text)")
-    sp.add_argument("--reference-field", default="reference", help="column holding the reference (default: reference)")
-    sp.add_argument("--id-field", default="id", help="column holding the item id (default: id; hashes of the text when absent)")
-    sp.add_argument("--image-field", default="image", help="column holding an image path or bytes (default: image)")
+    sp.add_argument("--format", choices=IMPORT_FORMATS, help="override the file type guessed from the name")
+    add_flags(sp, ImportFields, flags={f.name: [f"--{f.name}-field"] for f in dataclasses.fields(ImportFields)},
+              dest_prefix="field_")  # text ↔ --text-field: --split is the split itself
 
-    sp = sub.add_parser("model", help="register your own models (a local folder or a hub id) by family and stage")
-    model_sub = sp.add_subparsers(dest="model_command", required=True, metavar="add|list")
-    mp = model_sub.add_parser("add", help="register a model")
+    sp = command("model", None, "register your own models (a local folder or a hub id) by family and stage")
+    model_command = _subcommands(sp, "model_command", "add|list")
+    mp = model_command("add", cmd_model_add, "register a model")
     mp.add_argument("name", help="a short name, e.g. qwen2.5-vl-3b-sft")
     mp.add_argument("--path", required=True, help="local model folder or hub id")
     mp.add_argument("--family", help="model family, e.g. qwen2.5-vl-3b")
     mp.add_argument("--stage", help="training stage: vanilla, sft or dpo (dpo2, dpo3… for later rounds)")
     mp.add_argument("--parent", help="the registered model it was trained from")
-    mp.set_defaults(func=cmd_model_add)
-    lp = model_sub.add_parser("list", help="list registered models")
-    lp.set_defaults(func=cmd_model_list)
-    for p_ in (mp, lp):
-        p_.add_argument("--workspace", "-w", help="workspace folder (default: $LOOPBREAK_WORKSPACE or ./workspace)")
-        p_.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    model_command("list", cmd_model_list, "list registered models")
 
     sp = command("demo", cmd_demo, "create (or refresh) a workspace with the demo dataset and the demo models")
-    sp.add_argument("--seed", type=int, default=0, help="seed of the document generator")
-    sp.add_argument("--n-train", type=int, default=600, help="train documents")
-    sp.add_argument("--n-validation", type=int, default=100, help="validation documents")
-    sp.add_argument("--n-test", type=int, default=300, help="test documents")
-    sp.add_argument("--noise", type=float, default=0.3, help="OCR noise level of the inputs, 0..1")
+    sp.add_argument("--seed", type=int, default=0, help="seed of the document generator (default 0)")
+    sp.add_argument("--n-train", type=int, default=600, help="train documents (default 600)")
+    sp.add_argument("--n-validation", type=int, default=100, help="validation documents (default 100)")
+    sp.add_argument("--n-test", type=int, default=300, help="test documents (default 300)")
+    sp.add_argument("--noise", type=float, default=0.3, help="OCR noise level of the inputs, 0..1 (default 0.3)")
     sp.add_argument("--images", action="store_true", help="also render each document as a PNG")
     sp.add_argument("--no-models", action="store_true", help="import the documents only; do not build or register models")
     sp.add_argument("--models-dir", help="where the demo models are (built there if missing)")
-    demo_sub = sp.add_subparsers(dest="demo_command", metavar="build")
-    bp = demo_sub.add_parser("build", help="build the demo model families (vanilla and SFT) on CPU")
-    bp.set_defaults(func=cmd_demo_build)
+    bp = _subcommands(sp, "demo_command", "build", required=False)(
+        "build", cmd_demo_build, "build the demo model families (vanilla and SFT) on CPU", workspace=False)
     bp.add_argument("--families", help="comma-separated families to build (default: all)")
     bp.add_argument("--out", help="output folder for the models")
-    bp.add_argument("--seed", type=int, default=0, help="seed of the whole build")
-    bp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
+    # families: the comma-separated --families above; sft_steps and spec_overrides (dicts per family) have no flag
+    add_flags(bp, DemoBuildConfig, skip=("families", "sft_steps", "spec_overrides"))
 
     sp = command("sample", cmd_sample, "sample N candidates per item from a model, as a background job")
-    sp.add_argument("--model", "-m", required=True, help="registered model name, local path, or hub id")
-    sp.add_argument("--dataset", "-d", required=True, help="dataset to sample")
-    sp.add_argument("--split", help="split to sample (default: all)")
-    sp.add_argument("--n", type=int, default=4, help="sampled candidates per item (default 4)")
-    sp.add_argument("--temperature", type=float, default=0.8, help="sampling temperature (default 0.8)")
-    sp.add_argument("--top-p", type=float, default=0.95, help="nucleus sampling mass (default 0.95)")
-    sp.add_argument("--top-k", type=int, default=0, help="top-k sampling, 0 = off")
-    sp.add_argument("--max-new-tokens", type=int, default=512, help="token limit per candidate (default 512)")
-    sp.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    sp.add_argument("--with-greedy", action=argparse.BooleanOptionalAction, default=True,
-                    help="add the greedy decode as one more candidate (default on: loops often appear only there)")
-    sp.add_argument("--early-stop", action="store_true", help="stop a candidate once its tail is a confirmed loop")
-    sp.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers", help="sampler backend")
-    sp.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
-    sp.add_argument("--server-model", help="model name the server expects (default: --model)")
-    sp.add_argument("--concurrency", type=int, default=8, help="requests in flight (openai backend)")
-    sp.add_argument("--timeout", type=float, default=120.0, help="per-request timeout in seconds (openai backend)")
-    sp.add_argument("--limit", type=int, help="sample only the first N items (try a setup before the full run)")
-    sp.add_argument("--items-per-shard", type=int, default=8, help="items per output shard (the unit of resume)")
-    sp.add_argument("--device", default="auto", help="transformers device: auto, cpu, cuda")
+    add_flags(sp, SampleConfig, flags={**model_dataset, "timeout_s": ["--timeout", "--timeout-s"]},
+              choices={"backend": BACKENDS, "chat_template": ("auto", "on", "off")},
+              extra={"model": required, "dataset": required})
 
-    sp = command("eval", cmd_eval, "evaluate models on held-out items (degeneration rate with a 95%% interval, quality), as background jobs")
-    sp.add_argument("--model", "-m", action="append", required=True, help="model to evaluate (repeat for several)")
-    sp.add_argument("--dataset", "-d", required=True, help="dataset of the held-out items")
-    sp.add_argument("--split", default="test", help="held-out split (default test)")
-    sp.add_argument("--limit", type=int, help="only the first N items")
-    sp.add_argument("--greedy", action=argparse.BooleanOptionalAction, default=True, help="greedy decode per item (default on)")
-    sp.add_argument("--n-sampled", type=int, default=0, help="sampled candidates per item in addition (default 0)")
-    sp.add_argument("--temperature", type=float, default=0.8, help="temperature of the sampled candidates (default 0.8)")
-    sp.add_argument("--top-p", type=float, default=0.95, help="nucleus mass of the sampled candidates (default 0.95)")
-    sp.add_argument("--max-new-tokens", type=int, help="token limit (default: the models' generation_config, else 512)")
-    sp.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
-    sp.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers", help="sampler backend")
-    sp.add_argument("--base-url", help="OpenAI-compatible server URL (openai backend)")
-    sp.add_argument("--device", default="auto", help="transformers device: auto, cpu, cuda")
+    text = "evaluate models on held-out items (degeneration rate with a 95% interval, quality), as background jobs"
+    sp = command("eval", cmd_eval, text.replace("%", "%%"), description=text)
+    add_flags(sp, EvalConfig, flags=model_dataset, choices={"backend": BACKENDS},
+              extra={"models": {"required": True, "metavar": "MODEL", "help": "model to evaluate (repeat for several)"},
+                     "dataset": required})
 
     sp = command("report", cmd_report, "print the per-family table: degeneration by stage with intervals, quality, DPO's reduction")
     sp.add_argument("--dataset", "-d", help="only this dataset's evaluations")
@@ -540,19 +479,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command("judge", cmd_judge, "score a sampling run's candidates with a judge, as a background job")
     sp.add_argument("--run", required=True, help="the sampling run to judge")
-    sp.add_argument("--judge", choices=["reference", "llm"], default="reference", help="reference (offline) or llm")
-    sp.add_argument("--judge-model", help="llm judge: registered model, path, or the server's model name")
-    sp.add_argument("--backend", choices=["transformers", "vllm", "openai"], default="transformers", help="llm judge backend")
-    sp.add_argument("--base-url", help="llm judge with the openai backend: server URL")
-    sp.add_argument("--rubric", help="JSON file: a list of {name, description, weight}")
+    sp.add_argument("--rubric", metavar="FILE",
+                    help="JSON file: a list of {name, description, weight} (default: the built-in rubric)")
+    add_flags(sp, JudgeConfig, choices={"judge": JUDGES, "backend": BACKENDS}, skip=("rubric",))  # rubric: read from --rubric
 
     sp = command("pairs", cmd_pairs, "mine chosen/rejected pairs from a judged run (stored as pending)")
     sp.add_argument("--run", required=True, help="a judging run, or a sampling run (its latest judging run is used)")
-    sp.add_argument("--min-chosen", type=float, default=0.6, help="quality floor of the chosen candidate (default 0.6)")
-    sp.add_argument("--min-margin", type=float, default=0.1, help="margin a non-degenerate rejected must be below the chosen (default 0.1)")
-    sp.add_argument("--max-pairs-per-item", type=int, default=2, help="most pairs per item (default 2)")
-    sp.add_argument("--reference-as-chosen", action="store_true", help="use the reference when no candidate qualifies")
-    sp.add_argument("--dry-run", action="store_true", help="only count what would be mined")
+    sp.add_argument("--dry-run", action=BoolFlag, default=False, help="only count what would be mined")
+    add_flags(sp, PairPolicy)
 
     sp = command("review", cmd_review, "review pairs headless: bulk-approve/reject a filtered queue, or show progress and agreement")
     sp.add_argument("--run", help="sampling run whose pairs are reviewed (default: all runs)")
@@ -564,50 +498,34 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--reviewer", help="your name, recorded with every decision")
 
     sp = command("export", cmd_export, "export approved pairs for training (TRL preference format, JSONL, Parquet, datasets folder)")
-    sp.add_argument("--run", help="only this sampling run's approved pairs (default: all)")
-    sp.add_argument("--format", choices=["trl", "jsonl", "parquet", "hf"], default="trl", help="output format (default trl)")
     sp.add_argument("--out", required=True, help="output file (trl, jsonl, parquet) or folder (hf)")
-    sp.add_argument("--style", choices=["standard", "conversational"], default="standard",
-                    help="standard: the exact sampled prompt; conversational: messages for a model with a chat template")
-    sp.add_argument("--push-to-hub", metavar="REPO", help="hf format: also push to this hub repo (needs a token)")
-    sp.add_argument("--overwrite", action="store_true", help="replace a file or folder already at --out (otherwise an error)")
+    add_flags(sp, ExportConfig, flags={"hub_repo": ["--push-to-hub"]}, extra={"hub_repo": {"metavar": "REPO"}},
+              choices={"format": EXPORT_FORMATS, "style": ("standard", "conversational")})
 
-    sp = sub.add_parser("train", help="train a DPO or SFT stage on approved pairs (or references) as a background job; "
-                        "registers the new model")
-    train_sub = sp.add_subparsers(dest="method", required=True, metavar="dpo|sft")
-    for method, text in (("dpo", "DPO on approved pairs (a run or an export)"), ("sft", "SFT on the pairs' chosen texts or a dataset's references")):
-        tp = train_sub.add_parser(method, help=text, description=text)
-        tp.set_defaults(func=cmd_train)
-        tp.add_argument("--workspace", "-w", help="workspace folder (default: $LOOPBREAK_WORKSPACE or ./workspace)")
-        tp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-        tp.add_argument("--base", required=True, help="base model: a registered name or a local model folder")
-        tp.add_argument("--pairs", help="approved pairs: a sampling run id, or an export file / hf folder")
-        tp.add_argument("--name", help="name to register the new model under (default: the run id)")
-        tp.add_argument("--stage", help="stage to register it as (default dpo, dpo2… after a DPO base, or sft); sft2 = SFT trained further")
-        tp.add_argument("--source", choices=["chosen", "references"], default="chosen", help="sft: train on the chosen texts or references")
-        tp.add_argument("--dataset", help="sft --source references: the dataset")
-        tp.add_argument("--split", default="train", help="sft --source references: the split (default train)")
-        tp.add_argument("--prepare-only", action="store_true",
-                        help="write the job folder and stop: run it yourself, e.g. `accelerate launch -m core job run DIR` on GPUs")
-        for name, f in _train_fields(method).items():
-            if name == "instruction":
-                continue
-            alias = {"num_train_epochs": ["--epochs"], "per_device_train_batch_size": ["--batch-size"], "learning_rate": ["--lr"]}
-            tp.add_argument(f"--{name.replace('_', '-')}", *alias.get(name, []), dest=f"p_{name}", type=_flag_type(f), default=None,
-                            metavar=str(f.type).split(" ")[0].upper(),
-                            help=f"{f.metadata.get('help', '')} (default {f.default!r})".replace("%", "%%"))
-        tp.set_defaults(p_instruction=None)
+    sp = command("train", None, "train a DPO or SFT stage on approved pairs (or references) as a background job; "
+                 "registers the new model")
+    train_command = _subcommands(sp, "method", "dpo|sft")
+    for method, run_cls, text in (("dpo", DPORunConfig, "DPO on approved pairs (a run or an export)"),
+                                  ("sft", SFTRunConfig, "SFT on the pairs' chosen texts or a dataset's references")):
+        tp = train_command(method, cmd_train, text)
+        # method: the subcommand; params: the run config's flags below
+        add_flags(tp, TrainJobConfig, skip=("method", "params"), flags={"sft_source": ["--source"]},
+                  choices={"sft_source": SFT_SOURCES}, extra={"base": required})
+        tp.add_argument("--prepare-only", action=BoolFlag, default=False,
+                        help="write the job folder and stop: run it yourself, "
+                             "e.g. `accelerate launch -m core job run DIR` on GPUs")
+        # sparse: only the flags given go into the job's params (its spec stays what the user asked)
+        add_flags(tp, run_cls, dest_prefix="p_", sparse=True,
+                  aliases={"num_train_epochs": ["--epochs"], "per_device_train_batch_size": ["--batch-size"],
+                           "learning_rate": ["--lr"]})
 
-    sp = command("resume", cmd_resume, "resume a run that was cancelled or died, without redoing finished items")
-    sp.add_argument("run", help="run id")
-    sp = command("cancel", cmd_cancel, "cancel a running job (SIGTERM to its process group)")
-    sp.add_argument("run", help="run id")
-    sp = sub.add_parser("job", help="run a job spec folder in this process (what background workers do)")
-    job_sub = sp.add_subparsers(dest="job_command", required=True, metavar="run")
-    jp = job_sub.add_parser("run", help="run the job in DIR (its spec.json) here, headless")
+    command("resume", cmd_resume, "resume a run that was cancelled or died, without redoing finished items").add_argument(
+        "run", help="run id")
+    command("cancel", cmd_cancel, "cancel a running job (SIGTERM to its process group)").add_argument("run", help="run id")
+    sp = command("job", None, "run a job spec folder in this process (what background workers do)")
+    jp = _subcommands(sp, "job_command", "run")("run", cmd_job_run, "run the job in DIR (its spec.json) here, headless",
+                                                 workspace=False)
     jp.add_argument("job_dir", help="the job's folder")
-    jp.add_argument("--json", action="store_true", help="print a JSON summary as the last line")
-    jp.set_defaults(func=cmd_job_run)
 
     sp = command("serve", cmd_serve, "serve a local model as an OpenAI-compatible /v1/completions endpoint", workspace=False)
     sp.add_argument("--model", "-m", required=True, help="local model folder")

@@ -38,8 +38,10 @@ def add_loop_candidate(ws, loop: dict, model_name: str = "demo-llama-sft", run_i
     register_model(cur, name=model_name, path=loop["model_path"], family="llama", stage="sft")
     cur.execute("INSERT INTO items (dataset, item_id, split, text, reference, imported_at) VALUES ('demo', ?, 'validation', ?, ?, ?) "
                 "ON CONFLICT DO NOTHING", [loop["record"]["id"], loop["record"]["text"], loop["record"]["reference"], now()])
-    cur.execute("INSERT INTO runs (run_id, kind, model, dataset, config, status, created_at) VALUES (?, 'sample', ?, 'demo', ?, 'done', ?)",
-                [run_id, model_name, json.dumps({"config": {"backend": "transformers"}, "model_path": loop["model_path"]}), now()])
+    cur.execute("INSERT INTO runs (run_id, kind, model, dataset, config, status, created_at, backend, model_path) "
+                "VALUES (?, 'sample', ?, 'demo', ?, 'done', ?, 'transformers', ?)",
+                [run_id, model_name, json.dumps({"config": {"backend": "transformers"}, "model_path": loop["model_path"]}), now(),
+                 loop["model_path"]])
     cid = f"{run_id}:{loop['record']['id']}:0"
     cur.execute(
         "INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, n_tokens, finish_reason, "

@@ -55,7 +55,7 @@ def judged_ws(demo_ws):
     cur = demo_ws.cursor()
     items = [r[0] for r in cur.execute("SELECT item_id FROM items WHERE split = 'train' ORDER BY 1 LIMIT 3").fetchall()]
     cur.execute("INSERT INTO runs (run_id, kind, status, created_at) VALUES ('s1', 'sample', 'done', ?)", [now()])
-    cur.execute("INSERT INTO runs (run_id, kind, status, config, created_at) VALUES ('j1', 'judge', 'done', ?, ?)",
+    cur.execute("INSERT INTO runs (run_id, kind, status, config, source_run, created_at) VALUES ('j1', 'judge', 'done', ?, 's1', ?)",
                 [json.dumps({"source_run": "s1"}), now()])
     table = {items[0]: [(0.9, False), (0.4, True)], items[1]: [(0.8, False), (0.8, False)], items[2]: [(0.2, True), (0.1, True)]}
     for item, cands in table.items():

@@ -29,14 +29,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 from core import jobs
-from core.review.decisions import (
-    LEASE_S,
-    OVERRIDES,
-    STATE,
-    Conflict,
-    decide,
-    last_decided_pair,
-)
+from core.review.decisions import LEASE_S, OVERRIDES, STATE, Conflict, decide, last_decided_pair
 from core.review.queue import QueueFilter, next_pair, pair_view
 from core.store import WorkspaceError
 

@@ -23,8 +23,8 @@ def add_review_run(ws, n_items: int, run: str = "rs", judge_run: str = "rj", mod
     assert len(items) == n_items, f"only {len(items)} {split} items"
     cur.execute("INSERT INTO runs (run_id, kind, model, dataset, split, status, created_at) VALUES (?, 'sample', ?, 'demo', ?, 'done', ?)",
                 [run, model, split, now()])
-    cur.execute("INSERT INTO runs (run_id, kind, status, config, created_at) VALUES (?, 'judge', 'done', ?, ?)",
-                [judge_run, json.dumps({"source_run": run}), now()])
+    cur.execute("INSERT INTO runs (run_id, kind, status, config, source_run, created_at) VALUES (?, 'judge', 'done', ?, ?, ?)",
+                [judge_run, json.dumps({"source_run": run}), run, now()])
     loop_text = ' {"itens": [\n' + ROW * 40
     kinds = [
         (' {"ok": "good"}', "stop", False, [], {"fidelity": 0.9, "completeness": 0.9, "format": 1.0, "no_repetition": 1.0}, 0.9),

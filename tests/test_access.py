@@ -13,17 +13,7 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from core.access import (
-    AccessConfig,
-    AccessDenied,
-    check_model_ref,
-    check_path,
-    effective_roots,
-    gate,
-    is_allowed,
-    is_shared,
-    load_access,
-)
+from core.access import AccessConfig, AccessDenied, check_model_ref, check_path, effective_roots, gate, is_allowed, is_shared, load_access
 from core.store import WorkspaceError
 
 APP = str(Path(__file__).resolve().parents[1] / "app.py")

@@ -7,16 +7,7 @@ import pytest
 from core.policy.detect import analyze
 from core.policy.prompts import build_prompt
 from core.present.charts import attractor_figure
-from core.steps.attractor import (
-    AttractorError,
-    _score,
-    candidate_attractor,
-    candidate_model,
-    load_model,
-    map_loops,
-    reading,
-    token_probabilities,
-)
+from core.steps.attractor import AttractorError, _score, candidate_attractor, candidate_model, load_model, map_loops, reading, token_probabilities
 from core.store import now
 from core.store.models import register_model
 from tests.attractor_data import add_loop_candidate, demo_loop
@@ -141,8 +132,10 @@ def test_candidate_model_lookup_and_a_model_not_here(demo_ws, tiny_model):
         ("s-local", "tiny", {"config": {"backend": "transformers", "instruction": "Transcreva."}, "model_path": str(tiny_model)}),
         ("s-remote", "acme/ocr-3b", {"config": {"backend": "openai"}, "model_path": "acme/ocr-3b"}),
     ):
-        cur.execute("INSERT INTO runs (run_id, kind, model, config, status, created_at) VALUES (?, 'sample', ?, ?, 'done', ?)",
-                    [run_id, model, json.dumps(config), now()])
+        cur.execute("INSERT INTO runs (run_id, kind, model, config, status, created_at, backend, instruction, model_path) "
+                    "VALUES (?, 'sample', ?, ?, 'done', ?, ?, ?, ?)",
+                    [run_id, model, json.dumps(config), now(), config["config"]["backend"], config["config"].get("instruction"),
+                     config["model_path"]])
     cand = {"candidate_id": "s-local:x:0", "run_id": "s-local", "dataset": "demo", "item_id": item, "prompt": None,
             "text": LOOPED, "finish_reason": "length", "loops": [lp.to_dict() for lp in analyze(LOOPED, "length").loops]}
     info = candidate_model(demo_ws, cand)
@@ -165,7 +158,7 @@ def test_candidate_model_lookup_and_a_model_not_here(demo_ws, tiny_model):
 def test_a_stored_candidate_of_the_demo_model(ws):
     loop = demo_loop("llama", "demo-validation-00089")
     cid = add_loop_candidate(ws, loop)
-    from core.steps.sample import get_candidate
+    from core.store.candidates import get_candidate
 
     result = candidate_attractor(ws, get_candidate(ws, cid))
     assert result["model"] == "demo-llama-sft" and not result["notes"]

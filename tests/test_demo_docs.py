@@ -6,12 +6,7 @@ import random
 
 from faker import Faker
 
-from core.demo.docs import (
-    build_demo_records,
-    make_document,
-    render_noisy_text,
-    to_reference,
-)
+from core.demo.docs import build_demo_records, make_document, render_noisy_text, to_reference
 from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt, completion_for
 
 

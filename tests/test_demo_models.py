@@ -6,12 +6,7 @@ import json
 import pytest
 
 from core.config import helps as config_help
-from core.demo.models import (
-    DemoBuildConfig,
-    build_demo_models,
-    register_demo_models,
-    train_demo_tokenizer,
-)
+from core.demo.models import DemoBuildConfig, build_demo_models, register_demo_models, train_demo_tokenizer
 from core.policy.metrics import bleu4, levenshtein_ratio, quality
 from core.steps.train import SFTRunConfig, device_kwargs
 

@@ -9,14 +9,7 @@ import pytest
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
-from core.policy.detect import (
-    DetectConfig,
-    Loop,
-    analyze,
-    detect_jsonl,
-    is_degenerate,
-    tail_loop,
-)
+from core.policy.detect import DetectConfig, Loop, analyze, detect_jsonl, is_degenerate, tail_loop
 
 ROOT = Path(__file__).resolve().parents[1]
 GOLDEN_PATH = ROOT / "tests" / "data" / "detect_golden.jsonl"

@@ -7,17 +7,7 @@ import sys
 import pytest
 
 from core import jobs
-from core.steps.evaluate import (
-    EvalConfig,
-    bootstrap_reduction,
-    eval_results,
-    format_report,
-    report,
-    stage_label,
-    stage_rank,
-    start_eval,
-    wilson_interval,
-)
+from core.steps.evaluate import EvalConfig, bootstrap_reduction, eval_results, format_report, report, stage_label, stage_rank, start_eval, wilson_interval
 from core.store.models import register_model
 from tests.conftest import ROOT, fill_demo
 from tests.eval_data import add_eval_runs

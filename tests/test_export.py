@@ -75,3 +75,45 @@ def test_exported_pairs_train_one_dpo_step(approved_ws, tmp_path, tiny_model):
                          processing_class=AutoTokenizer.from_pretrained(tiny_model))
     result = trainer.train()
     assert trainer.state.global_step == 1 and result.training_loss > 0
+
+
+@pytest.mark.slow
+def test_export_gives_training_the_prompt_the_model_was_sampled_with(demo_ws, tiny_model, tmp_path):
+    """A custom instruction survives into both export styles (it once became the default in conversational ones)."""
+    import shutil
+
+    from transformers import AutoTokenizer
+
+    from core import jobs
+    from core.policy.prompts import build_prompt
+    from core.samplers.base import DecodingConfig
+    from core.steps.sample import SampleConfig, start_sampling
+    from core.store import pairs as store_pairs
+    from core.store.candidates import get_candidate
+    from core.store.items import get_item
+
+    model = tmp_path / "chat-model"
+    shutil.copytree(tiny_model, model)
+    (model / "chat_template.jinja").write_text("{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}{% endfor %}<assistant>")
+    cfg = SampleConfig(model=str(model), dataset="demo", split="train", limit=1, instruction="Leia o documento e responda.",
+                       decoding=DecodingConfig(n=1, max_new_tokens=6))
+    run = start_sampling(demo_ws, cfg)
+    assert jobs.wait(demo_ws, run).status == "done"
+    greedy, sampled = (get_candidate(demo_ws, f"{run}:{i}") for i in
+                       (demo_ws.cursor().execute("SELECT item_id || ':' || sample_index FROM candidates WHERE run_id = ? "
+                                                 "ORDER BY sample_index", [run]).fetchall()[k][0] for k in (0, 1)))
+    item = get_item(demo_ws.cursor(), "demo", greedy["item_id"])
+    user = build_prompt(item["text"], cfg.instruction)
+    tok = AutoTokenizer.from_pretrained(model)
+    assert greedy["prompt"] == tok.apply_chat_template([{"role": "user", "content": user}], tokenize=False, add_generation_prompt=True)
+    store_pairs.insert_mined(demo_ws, [{
+        "pair_id": "p-instr", "run_id": run, "dataset": "demo", "item_id": greedy["item_id"],
+        "chosen_candidate_id": greedy["candidate_id"], "rejected_candidate_id": sampled["candidate_id"], "chosen_text": None,
+        "status": "pending", "provenance": "{}", "version": 0, "updated_by": "test", "updated_at": greedy["created_at"]}])
+    decide(demo_ws, "p-instr", "approve", "ana", 0)
+    export_pairs(demo_ws, tmp_path / "std.jsonl", ExportConfig(run=run))
+    export_pairs(demo_ws, tmp_path / "conv.jsonl", ExportConfig(run=run, style="conversational"))
+    (std,) = [json.loads(line) for line in (tmp_path / "std.jsonl").read_text().splitlines()]
+    (conv,) = [json.loads(line) for line in (tmp_path / "conv.jsonl").read_text().splitlines()]
+    assert std["prompt"] == greedy["prompt"]
+    assert conv["prompt"] == [{"role": "user", "content": user}] and "Leia o documento e responda." in user

@@ -6,13 +6,7 @@ import json
 import pytest
 
 from core.judges.base import DEFAULT_RUBRIC, JudgeConfig
-from core.judges.llm import (
-    JudgeParseError,
-    LLMJudge,
-    cut_middle,
-    judge_prompt,
-    parse_judge_answer,
-)
+from core.judges.llm import JudgeParseError, LLMJudge, cut_middle, judge_prompt, parse_judge_answer
 from core.judges.reference import ReferenceJudge
 
 REF = json.dumps({"tipo": "nota_fiscal", "numero": "123", "itens": [{"descricao": "Parafuso sextavado", "quantidade": 3}]},

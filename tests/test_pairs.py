@@ -4,15 +4,7 @@ import json
 
 import pytest
 
-from core.policy.mining import (
-    ALL_DEGENERATE,
-    BELOW_FLOOR,
-    NO_GAP,
-    NO_JUDGMENT,
-    Candidate,
-    PairPolicy,
-    mine_item,
-)
+from core.policy.mining import ALL_DEGENERATE, BELOW_FLOOR, NO_GAP, NO_JUDGMENT, Candidate, PairPolicy, mine_item
 from core.steps.pairs import mine_run
 
 P = PairPolicy(min_chosen=0.6, min_margin=0.1, max_pairs_per_item=2)

@@ -15,7 +15,7 @@ from core import jobs
 from core.policy.detect import analyze
 from core.review.browse import candidate_runs, candidates_frame
 from core.review.queue import QueueFilter, next_pair, pair_view
-from core.steps.sample import get_candidate
+from core.store.candidates import get_candidate
 from core.store import counts, next_step, open_workspace
 from core.store.items import list_datasets
 from core.store.models import list_models
@@ -172,7 +172,8 @@ def test_batched_ingest_isolates_an_unreadable_shard_and_tolerates_duplicates(ws
 
 def test_judge_page_summary_and_chart_sample_match_the_full_frame(scale):
     from core.policy.mining import PairPolicy
-    from core.steps.judge import judge_summary, judgments_frame
+    from core.steps.judge import judge_summary
+    from core.store.judgments import judgments_frame
     from core.steps.pairs import mine_run
 
     ws, stats, table = scale

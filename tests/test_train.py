@@ -8,21 +8,8 @@ import pytest
 
 from core import jobs
 from core.review.decisions import decide
-from core.steps.train import (
-    DPORunConfig,
-    _dpo_config,
-    _dpo_trainer_class,
-    pathology_warnings,
-    train_dpo,
-)
-from core.steps.train_job import (
-    TrainJobConfig,
-    finish_training,
-    next_stage,
-    read_metrics,
-    start_training,
-    training_summary,
-)
+from core.steps.train import DPORunConfig, _dpo_config, _dpo_trainer_class, pathology_warnings, train_dpo
+from core.steps.train_job import TrainJobConfig, finish_training, next_stage, read_metrics, start_training, training_summary
 from core.store import WorkspaceError
 from core.store.models import register_model
 from tests.review_data import ROW, add_review_run

@@ -7,15 +7,7 @@ import sys
 
 import streamlit as st
 
-from core.access import (
-    AccessConfig,
-    check_model_ref,
-    check_path,
-    effective_roots,
-    gate,
-    is_shared,
-    load_access,
-)
+from core.access import AccessConfig, check_model_ref, check_path, effective_roots, gate, is_shared, load_access
 from core.config import helps  # noqa: F401  (re-exported for the pages)
 from core.present.render import md_escape
 from core.store import Workspace, WorkspaceError, open_workspace, resolve_workspace
@@ -138,12 +130,7 @@ def attractor_panel(ws, cand: dict, where: str) -> None:
     """For a candidate with loops: a button that scores its tokens teacher-forced with the model that
     sampled it and plots them with the loop span(s) marked (kept per candidate for later reruns)."""
     from core.present.charts import attractor_figure
-    from core.steps.attractor import (
-        AttractorError,
-        candidate_attractor,
-        candidate_model,
-        reading,
-    )
+    from core.steps.attractor import AttractorError, candidate_attractor, candidate_model, reading
 
     if not cand.get("loops"):
         return

@@ -6,7 +6,7 @@ import streamlit as st
 
 from core.present.render import md_escape, render_text_html
 from core.review.browse import candidate_judgments, candidate_runs, candidates_frame
-from core.steps.sample import get_candidate
+from core.store.candidates import get_candidate
 from views._ui import attractor_panel, workspace
 
 ws = workspace()

@@ -5,15 +5,9 @@ import streamlit as st
 
 from core.present import charts
 from core.present.render import md_escape, render_text_html
-from core.steps.evaluate import (
-    EvalConfig,
-    degenerate_outputs,
-    eval_results,
-    loop_shapes,
-    report,
-    start_eval,
-)
-from core.steps.sample import get_candidate
+from core.steps.evaluate import EvalConfig, eval_results, loop_shapes, report, start_eval
+from core.store.evaluation import degenerate_outputs
+from core.store.candidates import get_candidate
 from core.store import WorkspaceError
 from core.store.items import list_datasets
 from core.store.models import list_models

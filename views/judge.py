@@ -10,7 +10,8 @@ from core.policy.mining import PairPolicy
 from core.present.charts import criterion_histograms, score_by_loop
 from core.present.render import md_escape
 from core.samplers import BACKENDS
-from core.steps.judge import judge_summary, judgments_frame, start_judging
+from core.steps.judge import judge_summary, start_judging
+from core.store.judgments import judgments_frame
 from core.steps.pairs import mine_run
 from core.store import WorkspaceError
 from core.store.models import list_models

@@ -8,7 +8,7 @@ from core.present.diff import diff_html
 from core.present.render import md_escape, render_text_html
 from core.review.agreement import agreement, bulk, progress, send_to_second_review
 from core.review.decisions import Conflict, decide, last_decided_pair
-from core.review.queue import QueueFilter, families_and_stages, next_pair, pair_view
+from core.review.queue import QueueFilter, families_and_stages, next_pair, pair_runs, pair_view
 from core.store import WorkspaceError
 from views._ui import helps, show_image, workspace
 
@@ -43,7 +43,7 @@ with st.sidebar:
     st.text_input("Reviewer", key="reviewer", on_change=remember_reviewer, disabled=bool(login_name()),
                   help="recorded with every decision; from your login when there is one, else remembered in the page address")
 reviewer = st.session_state["reviewer"].strip()
-runs = [r[0] for r in ws.cursor().execute("SELECT DISTINCT run_id FROM pairs ORDER BY 1").fetchall()] if reviewer else []
+runs = pair_runs(ws) if reviewer else []
 if not reviewer:
     st.info("Type your name under **Reviewer** in the sidebar: every decision is recorded with it.", icon=":material/badge:")
     st.stop()

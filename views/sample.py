@@ -6,13 +6,8 @@ from core import jobs
 from core.present.render import md_escape, render_text_html
 from core.samplers import BACKENDS
 from core.samplers.base import DecodingConfig
-from core.steps.sample import (
-    SampleConfig,
-    get_candidate,
-    list_candidates,
-    run_summary,
-    start_sampling,
-)
+from core.steps.sample import SampleConfig, run_summary, start_sampling
+from core.store.candidates import get_candidate, list_candidates
 from core.store import WorkspaceError
 from core.store.items import list_datasets
 from core.store.models import list_models

@@ -6,13 +6,7 @@ from core import jobs
 from core.present.charts import training_curves
 from core.present.render import md_escape
 from core.steps.train import DPO_LOSSES, DPORunConfig, SFTRunConfig
-from core.steps.train_job import (
-    TrainJobConfig,
-    pair_sources,
-    read_metrics,
-    start_training,
-    training_summary,
-)
+from core.steps.train_job import TrainJobConfig, pair_sources, read_metrics, start_training, training_summary
 from core.store import WorkspaceError
 from core.store.items import list_datasets
 from core.store.models import list_models

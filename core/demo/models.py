@@ -63,8 +63,8 @@ __all__ = [
     "FamilySpec",
     "build_demo_models",
     "evaluate_model",
-    "generate_greedy",
     "load_manifest",
+    "measure_demo_models",
     "make_model",
     "register_demo_models",
     "train_demo_tokenizer",
@@ -276,63 +276,48 @@ def curriculum(records: Sequence[dict], n_examples: int, seed: int, tokenizer=No
 # --------------------------------------------------------------------------- generation + evaluation
 
 
-def generate_greedy(
-    model, tokenizer, prompts: Sequence[str], max_new_tokens: int, batch_size: int = 20,
-    progress: Callable[[int], None] | None = None,
-) -> list[dict]:
-    """Greedy completions of ``prompts`` (batched, left padding). Each result has ``text`` (the
-    completion, decoded without special tokens), ``finish_reason`` ("stop" = EOS emitted,
-    "length" = hit ``max_new_tokens``) and ``n_tokens``. Order follows ``prompts``."""
-    import torch
-
-    tokenizer.padding_side = "left"
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
-    results: list[dict | None] = [None] * len(prompts)
-    eos = tokenizer.eos_token_id
-    model.eval()
-    for b in range(0, len(order), batch_size):
-        idx = order[b : b + batch_size]
-        enc = tokenizer([prompts[i] for i in idx], return_tensors="pt", padding=True, add_special_tokens=False)
-        with torch.inference_mode():
-            out = model.generate(
-                **enc, do_sample=False, max_new_tokens=max_new_tokens, eos_token_id=eos,
-                pad_token_id=tokenizer.pad_token_id, num_beams=1,
-            )
-        gen = out[:, enc["input_ids"].shape[1] :]
-        for row, i in zip(gen.tolist(), idx):
-            if eos in row:
-                cut = row.index(eos)
-                toks, reason = row[:cut], "stop"
-            else:
-                toks = [t for t in row if t != tokenizer.pad_token_id]
-                reason = "length" if len(toks) >= max_new_tokens else "stop"
-            results[i] = {
-                "text": tokenizer.decode(toks, skip_special_tokens=True),
-                "finish_reason": reason,
-                "n_tokens": len(toks),
-            }
-        if progress:
-            progress(len(idx))
-    return results  # type: ignore[return-value]
-
-
 def evaluate_model(
     model, tokenizer, records: Sequence[dict], *, max_new_tokens: int, batch_size: int = 20,
     instruction: str = DEFAULT_INSTRUCTION, progress: Callable[[int], None] | None = None,
-    keep_outputs: bool = False,
+    keep_outputs: bool = False, device: str = "cpu",
 ) -> dict:
-    """Quality and degeneration rate of greedy outputs on ``records`` (items with a reference)."""
+    """Quality and degeneration rate of greedy outputs on ``records`` (items with a reference),
+    measured the way the product's evaluation measures them: decoded by
+    ``core.samplers.transformers.TransformersSampler`` (``model`` is a saved model's path, with
+    ``tokenizer`` None, or a loaded model with its tokenizer), scored with ``core.policy.detect.analyze``,
+    ``core.policy.metrics.quality`` and ``core.steps.evaluate.wilson_interval``. Documents are
+    decoded ``batch_size`` at a time, shortest prompts first (less padding); ``n_tokens`` counts
+    the EOS token of an output that stopped, as the sampler does."""
     from core.policy.detect import analyze
     from core.policy.metrics import quality
+    from core.samplers.base import DecodingConfig, ItemSkipped, Request
+    from core.samplers.transformers import TransformersSampler
     from core.steps.evaluate import wilson_interval
 
-    prompts = [build_prompt(r["text"], instruction) for r in records]
-    outs = generate_greedy(model, tokenizer, prompts, max_new_tokens, batch_size, progress)
+    if hasattr(model, "format_prompt"):  # a sampler already made
+        sampler = model
+    else:
+        sampler = TransformersSampler(str(model) if isinstance(model, Path) else model, device, tokenizer=tokenizer)
+    sampler.max_batch_rows = max(sampler.max_batch_rows, batch_size)
+    decoding = DecodingConfig(n=0, with_greedy=True, max_new_tokens=max_new_tokens, early_stop=False)
+    prompts = [sampler.format_prompt(build_prompt(r["text"], instruction), "auto") for r in records]
+    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    outs: list[dict | None] = [None] * len(records)
+    for b in range(0, len(order), max(1, batch_size)):
+        idx = order[b : b + batch_size]
+        results = sampler.generate([Request(prompts[i], 1, True, 0) for i in idx], decoding)
+        for i, res in zip(idx, results):
+            if isinstance(res, ItemSkipped):
+                raise ValueError(f"document {records[i].get('id')!r} cannot be evaluated: {res}")
+            g = res[0]
+            outs[i] = {"text": g.text, "finish_reason": g.finish_reason, "n_tokens": g.n_tokens}
+        if progress:
+            progress(len(idx))
     qs, degen, lengths, valid_json = [], [], [], 0
     rows = []
     for r, o in zip(records, outs):
         text = o["text"].strip()
-        q = quality(text, r["reference"])
+        q = quality(text, r["reference"].strip())
         d = bool(analyze(o["text"], o["finish_reason"]).degenerate)
         try:
             json.loads(text)
@@ -356,11 +341,68 @@ def evaluate_model(
         "hit_limit": sum(o["finish_reason"] == "length" for o in outs),
         "valid_json": valid_json,
         "mean_new_tokens": round(sum(lengths) / n, 1) if n else None,
-        "decoding": {"do_sample": False, "max_new_tokens": max_new_tokens},
+        "decoding": {"do_sample": False, "max_new_tokens": max_new_tokens, "sampler": sampler.name},
     }
     if keep_outputs:
         summary["outputs"] = rows
     return summary
+
+
+def _write_evaluation(fam_dir: Path, ev: dict) -> dict:
+    """``runs/sft/validation_outputs.jsonl`` (one row per document) and ``runs/sft/evaluation.json``;
+    returns the summary without its outputs."""
+    ev = dict(ev)
+    outputs = ev.pop("outputs", None)
+    run = fam_dir / "runs" / "sft"
+    run.mkdir(parents=True, exist_ok=True)
+    if outputs is not None:
+        with (run / "validation_outputs.jsonl").open("w", encoding="utf-8") as fh:
+            for row in outputs:
+                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
+    (run / "evaluation.json").write_text(json.dumps(ev, indent=2))
+    return ev
+
+
+def _validation_records(cfg: DemoBuildConfig) -> list[dict]:
+    return [r for r in demo_records(cfg) if r["split"] == "validation"]
+
+
+def _manifest_build_config(manifest: dict) -> DemoBuildConfig:
+    known = {f.name for f in dataclasses.fields(DemoBuildConfig)}
+    return DemoBuildConfig(**{k: v for k, v in (manifest.get("build_config") or {}).items() if k in known})
+
+
+def measure_demo_models(
+    models_dir: Path | str | None = None, families: Sequence[str] | None = None, *, device: str = "cpu",
+    quiet: bool = False, log: Callable[[str], None] | None = None,
+) -> dict[str, dict]:
+    """Re-measure the shipped SFT models without retraining: each family's saved ``sft`` model on
+    the build's validation documents (the manifest's ``build_config`` and ``max_new_tokens``),
+    through :func:`evaluate_model`. Rewrites ``validation`` in the manifest and the family's
+    ``runs/sft/evaluation.json`` + ``validation_outputs.jsonl``. Returns {family: {"old", "new"}}."""
+    out = Path(models_dir) if models_dir is not None else DEFAULT_MODELS_DIR
+    say = log or (lambda s: None if quiet else print(s, file=sys.stderr, flush=True))
+    manifest = load_manifest(out)
+    if not manifest:
+        raise FileNotFoundError(f"no manifest.json in {out}: build the demo models first")
+    cfg = _manifest_build_config(manifest)
+    val = _validation_records(cfg)
+    max_new = int(manifest["max_new_tokens"])
+    families = list(families or manifest.get("families", {}))
+    result: dict[str, dict] = {}
+    for family in families:
+        entry = manifest.get("families", {}).get(family)
+        if entry is None or not (out / family / "sft" / "config.json").exists():
+            raise FileNotFoundError(f"demo family {family!r} is not built in {out}")
+        t0 = time.time()
+        ev = evaluate_model(out / family / "sft", None, val, max_new_tokens=max_new, batch_size=cfg.eval_batch_size,
+                            keep_outputs=True, device=device)
+        ev = _write_evaluation(out / family, ev)
+        _update_manifest(out, {}, {family: {**entry, "validation": ev}})
+        result[family] = {"old": entry.get("validation"), "new": ev}
+        say(f"{family:<6} quality {ev['quality']:.3f}  degenerate {ev['degenerate']}/{ev['n']}  hit limit "
+            f"{ev['hit_limit']}/{ev['n']}  valid JSON {ev['valid_json']}/{ev['n']}  [{time.time() - t0:.0f}s]")
+    return result
 
 
 # --------------------------------------------------------------------------- build
@@ -394,8 +436,6 @@ def build_demo_models(
 ) -> dict:
     """Build every family of ``config`` into ``out_dir`` and return the manifest (also written
     to ``<out_dir>/manifest.json``; an existing manifest's other families are kept)."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # one tqdm bar per family instead of load/save bars
@@ -410,7 +450,7 @@ def build_demo_models(
 
     records = demo_records(cfg)
     train = [r for r in records if r["split"] == "train"]
-    val = [r for r in records if r["split"] == "validation"]
+    val = [r for r in records if r["split"] == "validation"]  # = _validation_records(cfg)
     corpus = vanilla_corpus(cfg.n_vanilla_texts, cfg.seed)
     tokenizer = train_demo_tokenizer(
         corpus + [r["text"] for r in train] + [r["reference"] for r in train], cfg.vocab_size
@@ -458,25 +498,18 @@ def build_demo_models(
                 warmup_steps=10, lr_scheduler_type=cfg.sft_lr_scheduler, seed=cfg.seed, shuffle=False, logging_steps=10, device="cpu",
             )
             ordered = curriculum(train, spec.sft_steps * cfg.batch_size, cfg.seed, batch_size=cfg.batch_size if cfg.group_by_length else 0)
-            model = AutoModelForCausalLM.from_pretrained(str(fam_dir / "vanilla"), dtype=torch.float32)
             res = train_sft(
-                scfg, ordered, fam_dir / "sft", model=model, tokenizer=tokenizer,
+                scfg, ordered, fam_dir / "sft", model=str(fam_dir / "vanilla"), tokenizer=tokenizer,
                 run_dir=fam_dir / "runs" / "sft", progress=step,
             )
             _save_generation_config(fam_dir / "sft", tokenizer, max_new)
-            # evaluate the saved SFT model, as others will load it
+            # evaluate the saved SFT model, as others will load it: through the product's sampler
             bar.set_postfix_str("eval")
-            sft_model = AutoModelForCausalLM.from_pretrained(str(fam_dir / "sft"), dtype=torch.float32)
-            sft_tok = AutoTokenizer.from_pretrained(str(fam_dir / "sft"))
             ev = evaluate_model(
-                sft_model, sft_tok, val, max_new_tokens=max_new, batch_size=cfg.eval_batch_size,
-                progress=bar.update, keep_outputs=True,
+                fam_dir / "sft", None, val, max_new_tokens=max_new, batch_size=cfg.eval_batch_size,
+                progress=bar.update, keep_outputs=True, device="cpu",
             )
-        outputs = ev.pop("outputs")
-        with (fam_dir / "runs" / "sft" / "validation_outputs.jsonl").open("w", encoding="utf-8") as fh:
-            for row in outputs:
-                fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-        (fam_dir / "runs" / "sft" / "evaluation.json").write_text(json.dumps(ev, indent=2))
+        ev = _write_evaluation(fam_dir, ev)
         for sub in ("vanilla", "sft"):
             shutil.rmtree(fam_dir / sub / "trainer", ignore_errors=True)
         entry = {
@@ -550,8 +583,7 @@ def register_demo_models(ws, models_dir: Path | str | None = None, *, build_miss
             raise FileNotFoundError(f"demo models missing in {models_dir}: {', '.join(missing or families)}")
         cfg = DemoBuildConfig(families=missing or families)
         if manifest and manifest.get("build_config"):
-            known = {f.name for f in dataclasses.fields(DemoBuildConfig)}
-            cfg = DemoBuildConfig(**{k: v for k, v in manifest["build_config"].items() if k in known})
+            cfg = _manifest_build_config(manifest)
             cfg.families = missing or families
         build_demo_models(models_dir, cfg, quiet=quiet)
         manifest = load_manifest(models_dir) or {"families": {}}

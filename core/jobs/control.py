@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -12,15 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from core.jobs.ingestion import _set_aside_shards, ingest
-from core.jobs.worker import (
-    step_module,
-    _write_json,
-    _write_text,
-    new_run_id,
-    read_json,
-)
-from core.store import Workspace, WorkspaceError, now
+from core.jobs.ingestion import ingest
+from core.jobs.worker import step_module, _write_json, _write_text, new_run_id, read_json
+from core.store import Workspace, WorkspaceError, runs
 
 FINAL = ("done", "failed", "cancelled")
 
@@ -73,19 +66,17 @@ def job_state(job_dir: Path) -> JobState:
     return JobState(spec.get("run_id", job_dir.name), job_dir, status, error, progress, pid)
 
 
-def create_job(ws: Workspace, kind: str, params: dict, *, model: str | None = None,
-               dataset: str | None = None, split: str | None = None, run_id: str | None = None) -> str:
-    """Write the spec and the run row (status queued). Returns the run id."""
+def create_job(ws: Workspace, kind: str, params: dict, *, run_id: str | None = None, **links) -> str:
+    """Write the spec and the run row (status queued). Returns the run id.
+
+    `links` are the run's columns (model, dataset, split, source_run, instruction, backend, model_path):
+    what later steps ask of the run is read from them, never fished out of the spec's JSON."""
     step_module(kind)
     run_id = run_id or new_run_id(kind)
     job_dir = ws.jobs_dir / run_id
     job_dir.mkdir(parents=True)
     _write_json(job_dir / "spec.json", {"run_id": run_id, "kind": kind, "workspace": str(ws.root), **params})
-    ws.cursor().execute(
-        "INSERT INTO runs (run_id, kind, model, dataset, split, config, status, job_dir, created_at) "
-        "VALUES (?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
-        [run_id, kind, model, dataset, split, json.dumps(params, default=str), str(job_dir), now()],
-    )
+    runs.create_run(ws, run_id, kind, config=params, job_dir=str(job_dir), **links)
     return run_id
 
 
@@ -98,11 +89,8 @@ def launch(ws: Workspace, run_id: str) -> int:
     (job_dir / "status.json").unlink(missing_ok=True)
     (job_dir / "cancel-requested").unlink(missing_ok=True)
     ingest(ws, run_id)  # a damaged shard is set aside before the worker looks, so the worker redoes its work
-    ws.cursor().execute("DELETE FROM shards WHERE run_id = ? AND rows IS NULL", [run_id])
     proc = spawn(job_dir)
-    ws.cursor().execute(
-        "UPDATE runs SET status = 'running', error = NULL, finished_at = NULL WHERE run_id = ?", [run_id]
-    )
+    runs.mark_launched(ws, run_id)
     _children.append(proc)  # reaped by sync_runs so a finished worker is not left a zombie
     return proc.pid
 
@@ -157,25 +145,19 @@ def sync_runs(ws: Workspace, run_ids: list[str] | None = None) -> list[JobState]
     for proc in list(_children):
         if proc.poll() is not None:
             _children.remove(proc)
-    cur = ws.cursor()
     if run_ids is None:
-        run_ids = [r[0] for r in cur.execute(
-            "SELECT run_id FROM runs WHERE status IN ('queued', 'running') AND job_dir IS NOT NULL"
-        ).fetchall()]
+        run_ids = runs.active_run_ids(ws)
     states = []
     for run_id in run_ids:
         state = job_state(ws.jobs_dir / run_id)
         ingest(ws, run_id)
         if state.status == "running":  # started by another worker (an evaluation chain)
-            cur.execute("UPDATE runs SET status = 'running' WHERE run_id = ? AND status = 'queued'", [run_id])
+            runs.mark_running(ws, run_id)
         if state.status in FINAL or state.status == "died":
             status = "failed" if state.status == "died" else state.status
-            if status == "done" and _set_aside_shards(cur, run_id):
+            if status == "done" and runs.set_aside_shards(ws, run_id):
                 status = "failed"  # finished, but part of its output was damaged: the error names it
-            cur.execute(
-                "UPDATE runs SET status = ?, error = coalesce(?, error), finished_at = ? WHERE run_id = ?",
-                [status, state.error, now(), run_id],
-            )
+            runs.finish_run(ws, run_id, status, state.error)
             if status == "done":
                 _on_done(ws, run_id)
         states.append(state)
@@ -184,14 +166,14 @@ def sync_runs(ws: Workspace, run_ids: list[str] | None = None) -> list[JobState]
 
 def _on_done(ws: Workspace, run_id: str) -> None:
     """The kind's ``on_done`` hook (e.g. registering a trained model); its failure becomes the run's error."""
-    row = ws.cursor().execute("SELECT kind FROM runs WHERE run_id = ?", [run_id]).fetchone()
-    hook = getattr(step_module(row[0]), "on_done", None) if row else None
+    kind = runs.run_kind(ws, run_id)
+    hook = getattr(step_module(kind), "on_done", None) if kind else None
     if hook is None:
         return
     try:
         hook(ws, run_id)
     except Exception as e:
-        ws.cursor().execute("UPDATE runs SET error = ? WHERE run_id = ?", [f"after the job: {type(e).__name__}: {e}", run_id])
+        runs.set_error(ws, run_id, f"after the job: {type(e).__name__}: {e}")
 
 
 def wait(ws: Workspace, run_id: str, on_progress: Callable[[dict], None] | None = None, poll_s: float = 0.5) -> JobState:
@@ -207,16 +189,8 @@ def wait(ws: Workspace, run_id: str, on_progress: Callable[[dict], None] | None 
 
 def list_runs(ws: Workspace, kind: str | None = None, limit: int = 50) -> list[dict]:
     """Recent runs with their live progress (read from the job folders)."""
-    sql = "SELECT run_id, kind, model, dataset, split, status, error, created_at, finished_at FROM runs"
-    params: list = []
-    if kind:
-        sql += " WHERE kind = ?"
-        params.append(kind)
-    rows = ws.cursor().execute(sql + " ORDER BY created_at DESC LIMIT ?", params + [limit]).fetchall()
-    keys = ("run_id", "kind", "model", "dataset", "split", "status", "error", "created_at", "finished_at")
     out = []
-    for r in rows:
-        run = dict(zip(keys, r))
+    for run in runs.list_runs(ws, kind, limit):
         run["progress"] = read_json(ws.jobs_dir / run["run_id"] / "progress.json") or {}
         out.append(run)
     return out

@@ -8,7 +8,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from core.jobs.worker import SHARD_TABLES, shard_problem
-from core.store import Workspace, derived, now
+from core.store import Workspace, derived, runs
 
 
 def ingest(ws: Workspace, run_id: str) -> int:
@@ -18,11 +18,10 @@ def ingest(ws: Workspace, run_id: str) -> int:
     not ingested at all: it is set aside in ``<job>/corrupt/``, the run gets an error naming it (and
     ends failed: a resume redoes its work), and the rest still goes in.
     """
-    cur = ws.cursor()
     shards_dir = ws.jobs_dir / run_id / "shards"
     if not shards_dir.is_dir():
         return 0
-    done = {r[0] for r in cur.execute("SELECT path FROM shards WHERE run_id = ?", [run_id]).fetchall()}
+    done = runs.ingested_shards(ws, run_id)
     added = _ingest_batches(ws, run_id, shards_dir, done)
     for path in sorted(shards_dir.glob("*.parquet")):  # what the batches left: one by one
         if path.name in done:
@@ -32,23 +31,18 @@ def ingest(ws: Workspace, run_id: str) -> int:
             continue
         problem = shard_problem(path)
         if problem is None:
-            before = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
             try:
-                cur.execute("BEGIN")
-                cur.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM read_parquet(?)", [str(path)])
-                rows = cur.execute(f"SELECT count(*) FROM {table}").fetchone()[0] - before
-                cur.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", [path.name, run_id, rows, now()])
-                cur.execute("COMMIT")
+                before, rows = runs.ingest_shard(ws, run_id, table, str(path), path.name)
+            except Exception as e:  # duckdb raises IOException/InvalidInputException for bad files
+                problem = f"{type(e).__name__}: {str(e)[:300]}"
+            else:
                 added += rows
                 if table == "judgments":
-                    derived.after_judgments(cur, [str(path)], before, rows)
+                    derived.after_judgments(ws, [str(path)], before, rows)
                 continue
-            except Exception as e:  # duckdb raises IOException/InvalidInputException for bad files
-                cur.execute("ROLLBACK")
-                problem = f"{type(e).__name__}: {str(e)[:300]}"
         _set_aside(ws, run_id, path, problem)
     if added:
-        derived.after_candidates(cur, run_id)  # `chars` of candidates that came in one by one
+        derived.after_candidates(ws, run_id)  # `chars` of candidates that came in one by one
     return added
 
 
@@ -66,7 +60,6 @@ def _ingest_batches(ws: Workspace, run_id: str, shards_dir: Path, done: set[str]
     retries, not the rest of the batch); a lone shard that fails is left to the one-by-one path, which
     reports it and sets it aside. A batched shard's `rows` is the rows it holds.
     """
-    cur = ws.cursor()
     by_table: dict[str, list[Path]] = {}
     for path in sorted(shards_dir.glob("*.parquet")):
         table = path.name.split("-", 1)[0]
@@ -79,7 +72,7 @@ def _ingest_batches(ws: Workspace, run_id: str, shards_dir: Path, done: set[str]
         batch, size = [], 0
         for path in paths + [None]:
             if path is None or size >= INGEST_BATCH_BYTES:
-                added += _ingest_group(cur, run_id, table, batch, done)
+                added += _ingest_group(ws, run_id, table, batch, done)
                 batch, size = [], 0
             if path is not None and shard_problem(path) is None:
                 batch.append(str(path))
@@ -87,42 +80,35 @@ def _ingest_batches(ws: Workspace, run_id: str, shards_dir: Path, done: set[str]
     return added
 
 
-def _ingest_group(cur, run_id: str, table: str, batch: list[str], done: set[str]) -> int:
+def _ingest_group(ws: Workspace, run_id: str, table: str, batch: list[str], done: set[str]) -> int:
     """One batch in one transaction, or its halves, recursively; returns the rows added."""
     if len(batch) < 2:
         return 0
-    rows = _insert_batch(cur, run_id, table, batch)
+    rows = _insert_batch(ws, run_id, table, batch)
     if rows is None:
         half = len(batch) // 2
-        return _ingest_group(cur, run_id, table, batch[:half], done) + _ingest_group(cur, run_id, table, batch[half:], done)
+        return _ingest_group(ws, run_id, table, batch[:half], done) + _ingest_group(ws, run_id, table, batch[half:], done)
     done.update(Path(p).name for p in batch)
     return rows
 
 
-def _insert_batch(cur, run_id: str, table: str, batch: list[str]) -> int | None:
+def _insert_batch(ws: Workspace, run_id: str, table: str, batch: list[str]) -> int | None:
     """INSERT … SELECT over the files and their `shards` rows, one transaction; None if it failed (rolled back)."""
-    extra = _derived_sql(table, batch[0])  # candidates get their derived `chars` on the way in (core/derived.py)
+    extra = _derived_sql(table, batch[0])  # candidates get their derived `chars` on the way in (core/store/derived.py)
     # Shards of one schema are read as they are; a mix (a job resumed by a newer Loopbreak) is matched
     # by column name. union_by_name always would cost ~20% (it maps every file's columns).
-    ubn = "" if _one_schema(batch) else ", union_by_name = true"
+    by_name = not _one_schema(batch)
     # A plain INSERT first: new shards hold new rows, and skipping OR IGNORE's per-row check is
     # ~25% of the time; a duplicate (a shard re-written after a crash) rolls back to OR IGNORE.
-    for verb in ("INSERT", "INSERT OR IGNORE"):
+    for ignore in (False, True):
         try:
-            cur.execute("BEGIN")
-            before = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-            cur.execute(f"{verb} INTO {table} BY NAME SELECT *{extra} FROM read_parquet(?{ubn})", [batch])
-            rows = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
-            cur.execute("INSERT INTO shards SELECT parse_filename(filename), ?, count(*), ? "
-                        f"FROM read_parquet(?, filename = true{ubn}) GROUP BY filename", [run_id, now(), batch])
-            cur.execute("COMMIT")
+            before, rows = runs.ingest_batch(ws, run_id, table, batch, extra=extra, by_name=by_name, ignore_duplicates=ignore)
         except Exception as e:  # a bad file, a conflict: the caller splits the batch
-            cur.execute("ROLLBACK")
-            if type(e).__name__ == "ConstraintException" and verb == "INSERT":
+            if type(e).__name__ == "ConstraintException" and not ignore:
                 continue
             return None
         if table == "judgments":
-            derived.after_judgments(cur, batch, before, rows)
+            derived.after_judgments(ws, batch, before, rows)
         return rows
     return None
 
@@ -161,21 +147,9 @@ def _set_aside(ws: Workspace, run_id: str, path: Path, problem: str) -> None:
         os.replace(path, corrupt / path.name)
     except OSError:
         pass  # left in place; the mark below keeps it from being tried again
-    cur = ws.cursor()
-    cur.execute("INSERT OR REPLACE INTO shards VALUES (?, ?, NULL, ?)", [path.name, run_id, now()])
-    names = _set_aside_shards(cur, run_id) if not path.name.startswith("train_metrics-") else [path.name]
+    names = sorted({*runs.set_aside_shards(ws, run_id), path.name}) if not path.name.startswith("train_metrics-") else [path.name]
     what = f"shard {path.name} was" if len(names) == 1 else f"{len(names)} shards were"
     listed = "" if len(names) == 1 else f": {', '.join(names)}; the last"
-    cur.execute(
-        "UPDATE runs SET error = ? WHERE run_id = ?",
-        [f"{what} not ingested{listed} ({problem}); nothing of {'it' if len(names) == 1 else 'them'} is in the store. "
-         f"Moved to {corrupt}; resume the run to redo the work", run_id],
-    )
-
-
-def _set_aside_shards(cur, run_id: str) -> list[str]:
-    """Shards of the run's output set aside since its last launch (metrics shards aside: they are not the product)."""
-    return [r[0] for r in cur.execute(
-        "SELECT path FROM shards WHERE run_id = ? AND rows IS NULL AND NOT starts_with(path, 'train_metrics-') ORDER BY path",
-        [run_id],
-    ).fetchall()]
+    runs.mark_set_aside(ws, run_id, path.name,
+                        f"{what} not ingested{listed} ({problem}); nothing of {'it' if len(names) == 1 else 'them'} is in the store. "
+                        f"Moved to {corrupt}; resume the run to redo the work")

@@ -5,28 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 
-from core.review.decisions import STATE, Conflict, _serialized, decide
-from core.review.queue import _FROM, QueueFilter, _where
-from core.store import WorkspaceError
+from core.review.decisions import STATE, Conflict, decide
+from core.review.queue import QueueFilter
+from core.store import WorkspaceError, write
+from core.store import review as store
 
 
 def progress(ws, run: str | None = None) -> dict:
     """Done / left for a run (or all), and decisions per reviewer."""
-    cur = ws.cursor()
-    cond, params = ("WHERE run_id = ?", [run]) if run else ("", [])
-    total, pending, approved, rejected = cur.execute(
-        f"""SELECT count(*), count(*) FILTER (status = 'pending'), count(*) FILTER (status = 'approved'),
-                   count(*) FILTER (status = 'rejected') FROM pairs {cond}""",
-        params,
-    ).fetchone()
-    per = cur.execute(
-        f"""SELECT reviewer, count(DISTINCT pair_id) FROM decisions
-            WHERE action NOT IN ('skip', 'undo') {'AND pair_id IN (SELECT pair_id FROM pairs WHERE run_id = ?)' if run else ''}
-            GROUP BY reviewer ORDER BY 2 DESC, 1""",
-        params,
-    ).fetchall()
+    total, pending, approved, rejected, per = store.progress_counts(ws.cursor(), run)
     return {"total": total, "done": total - pending, "left": pending, "approved": approved, "rejected": rejected,
-            "per_reviewer": dict(per)}
+            "per_reviewer": per}
 
 
 def _outcome(before: dict, after: dict) -> str:
@@ -46,24 +35,11 @@ def _outcome(before: dict, after: dict) -> str:
 def agreement(ws, run: str | None = None) -> dict:
     """Judge–human agreement (override rate and direction, per criterion) and reviewer–reviewer agreement."""
     cur = ws.cursor()
-    cond, params = ("AND p.run_id = ?", [run]) if run else ("", [])
-    rows = cur.execute(
-        f"""SELECT p.pair_id, first(d.before ORDER BY d.created_at), {', '.join('p.' + k for k in STATE)},
-                   json_extract_string(any_value(p.provenance), '$.judge_run')
-            FROM pairs p JOIN decisions d ON d.pair_id = p.pair_id AND d.round = 1
-            WHERE p.status <> 'pending' {cond} GROUP BY ALL""",
-        params,
-    ).fetchall()
+    rows = store.agreement_rows(cur, run)
     outcomes: dict[str, int] = {}
     crit: dict[str, list[int]] = {}
     # Every judgment of the approved pairs' candidates in one query (one per pair was seconds at 1,000 decisions).
-    ids = [r[3 + i] for r in rows if r[2] == "approved" for i in (0, 1) if r[3 + i]]
-    judged: dict[str, list] = {}
-    for i in range(0, len(ids), 1000):  # a list of constants: the index on judgments.candidate_id answers
-        chunk = ids[i:i + 1000]
-        for cid, *j in cur.execute("SELECT candidate_id, scores, overall, rationale, error, run_id, created_at FROM judgments "
-                                   f"WHERE candidate_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall():
-            judged.setdefault(cid, []).append(j)
+    judged = store.all_judgments_for(cur, [r[3 + i] for r in rows if r[2] == "approved" for i in (0, 1) if r[3 + i]])
 
     def scores_of(cid, judge_run):  # as _scores: the pair's judging run first, then the latest
         js = judged.get(cid)
@@ -87,14 +63,7 @@ def agreement(ws, run: str | None = None) -> dict:
                 crit.setdefault(name, []).append(int(cs > rs))  # the judge prefers the human's chosen on this criterion
     decided = sum(outcomes.values())
     overridden = decided - outcomes.get("as_proposed", 0)
-    twice = cur.execute(
-        f"""SELECT d1.pair_id,
-                   last(d1.action ORDER BY d1.created_at) FILTER (d1.round = 1 AND d1.action NOT IN ('skip', 'undo')),
-                   last(d1.action ORDER BY d1.created_at) FILTER (d1.round = 2)
-            FROM decisions d1 JOIN pairs p ON p.pair_id = d1.pair_id WHERE 1=1 {cond} GROUP BY d1.pair_id
-            HAVING count(*) FILTER (d1.round = 2) > 0""",
-        params,
-    ).fetchall()
+    twice = store.reviewed_twice(cur, run)
     norm = lambda a: (a or "").removeprefix("bulk_")  # noqa: E731
     agree = sum(norm(a) == norm(b) for _, a, b in twice)
     return {
@@ -105,25 +74,25 @@ def agreement(ws, run: str | None = None) -> dict:
     }
 
 
-@_serialized
 def send_to_second_review(ws, run: str | None, share: float) -> int:
     """Mark a stable share of a run's pairs (by a hash of the pair id) for a second reviewer. Returns how many."""
     if not 0 <= share <= 1:
         raise WorkspaceError("the second-review share must be between 0 and 1")
-    cur = ws.cursor()
-    ids = [r[0] for r in cur.execute("SELECT pair_id FROM pairs WHERE ? IS NULL OR run_id = ?", [run, run]).fetchall()]
-    chosen = [p for p in ids if int(hashlib.md5(p.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share]
-    cur.execute("UPDATE pairs SET second_review = list_contains(?, pair_id) WHERE ? IS NULL OR run_id = ?", [chosen, run, run])
+    with write(ws) as cur:
+        chosen = [p for p in store.pair_ids(cur, run) if int(hashlib.md5(p.encode()).hexdigest()[:8], 16) / 0xFFFFFFFF < share]
+        store.second_review(cur, run, chosen)
     return len(chosen)
 
 
 def bulk(ws, flt: QueueFilter, action: str, reviewer: str) -> dict:
-    """Approve (or reject) every pending pair matching the filter, each audited like a single decision."""
+    """Approve (or reject) every pending pair matching the filter, each audited like a single decision.
+
+    Each decision is its own trip through the write door: reviewers at work interleave with a long bulk,
+    and a pair someone changed meanwhile is a conflict left out, not the end of the bulk."""
     if action not in ("approve", "reject"):
         raise WorkspaceError("bulk actions are approve or reject")
     flt = QueueFilter(**{**flt.__dict__, "status": "pending"})
-    where, params = _where(flt)
-    rows = ws.cursor().execute(f"SELECT p.pair_id, p.version FROM {_FROM} WHERE {where} ORDER BY p.pair_id", params).fetchall()
+    rows = store.queue_pairs(ws.cursor(), *store.queue_where(flt))
     done, conflicts = 0, []
     for pair_id, version in rows:
         try:

@@ -7,8 +7,9 @@ from dataclasses import dataclass, fields
 from datetime import timedelta
 
 from core.config import option
-from core.review.decisions import LEASE_S, STATE, _serialized, _write_lock
-from core.store import WorkspaceError, now
+from core.review.decisions import LEASE_S
+from core.store import WorkspaceError, now, write
+from core.store import review as store
 
 
 @dataclass
@@ -48,125 +49,52 @@ class QueueFilter:
         return flt
 
 
-def _where(flt: QueueFilter, reviewer: str | None = None) -> tuple[str, list]:
-    """SQL condition over `pairs p` (joined to `runs r` and `models m`) for a filter."""
-    where, params = ["1=1"], []
-    if flt.run:
-        where.append("p.run_id = ?")
-        params.append(flt.run)
-    if flt.status == "pending":
-        # To review: pending pairs, and decided pairs sent to a second reviewer that this reviewer has not seen.
-        second = "FALSE"
-        if reviewer:
-            # Uncorrelated IN subqueries, here and below: a correlated EXISTS is decorrelated into a join and a
-            # group-by over every pair of the queue (3× slower on 77k pending pairs, bench/bench_review.py).
-            second = """(p.second_review AND p.status <> 'pending'
-                AND p.pair_id NOT IN (SELECT pair_id FROM decisions WHERE reviewer = ? OR round = 2))"""
-            params.append(reviewer)
-        where.append(f"(p.status = 'pending' OR {second})")
-    elif flt.status != "any":
-        where.append("p.status = ?")
-        params.append(flt.status)
-    if flt.degenerate_only:
-        where.append("json_extract_string(p.provenance, '$.rejected_because') = 'degenerate'")
-    if flt.close_calls:
-        where.append("abs(TRY_CAST(json_extract_string(p.provenance, '$.chosen_score') AS DOUBLE)"
-                     " - TRY_CAST(json_extract_string(p.provenance, '$.rejected_score') AS DOUBLE)) <= ?")
-        params.append(flt.max_margin)
-    if flt.overridden:
-        where.append("p.pair_id IN (SELECT pair_id FROM audit_log)")
-    if flt.reviewer:
-        where.append("p.pair_id IN (SELECT pair_id FROM decisions WHERE reviewer = ?)")
-        params.append(flt.reviewer)
-    if flt.family:
-        where.append("m.family = ?")
-        params.append(flt.family)
-    if flt.stage:
-        where.append("m.stage = ?")
-        params.append(flt.stage)
-    return " AND ".join(where), params
-
-
-_FROM = "pairs p LEFT JOIN runs r ON r.run_id = p.run_id LEFT JOIN models m ON m.name = r.model"
-
-
 def next_pair(ws, flt: QueueFilter, reviewer: str, lease_s: int = LEASE_S) -> str | None:
     """Claim the next pair of the queue for this reviewer (their current claim first); None when done.
 
     A claim is a lease: a pair claimed by someone else in the last `lease_s` seconds is not handed
     out, so concurrent reviewers work on different pairs. Pairs this reviewer skipped come last.
     """
-    where, params = _where(flt, reviewer)
+    where, params = store.queue_where(flt, reviewer)
     t = now()
     expired = t - timedelta(seconds=lease_s)
     cur = ws.cursor()
-    free = "(p.claimed_by IS NULL OR p.claimed_by = ? OR p.claimed_at < ?)"
     for _ in range(100):
-        rows = cur.execute(
-            f"""SELECT p.pair_id, p.version, p.claimed_by, p.claimed_at, p.second_review AND p.status <> 'pending'
-                FROM {_FROM} WHERE {where} AND {free}
-                ORDER BY p.claimed_by IS NOT DISTINCT FROM ? DESC,
-                  p.pair_id IN (SELECT pair_id FROM decisions WHERE reviewer = ?), p.pair_id
-                LIMIT 1""",
-            params + [reviewer, expired, reviewer, reviewer],
-        ).fetchall()
-        with _write_lock(ws):
+        rows = store.queue_candidates(cur, where, params, reviewer, expired)
+        with write(ws) as w:
             if not rows:
                 # Re-ask under the lock: a pair freed between the query above and now must not read as "done".
-                if cur.execute(f"SELECT 1 FROM {_FROM} WHERE {where} AND {free} LIMIT 1", params + [reviewer, expired]).fetchall():
+                if store.queue_has_free(w, where, params, reviewer, expired):
                     continue
-                cur.execute("UPDATE pairs SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by = ?", [reviewer])
+                store.release_claims(w, reviewer)
                 return None
             pair_id, version, claimed_by, claimed_at, second = rows[0]
             # Unchanged since the query above? Someone may have decided or claimed it in between.
-            if not cur.execute("SELECT 1 FROM pairs WHERE pair_id = ? AND version = ? AND claimed_by IS NOT DISTINCT FROM ? "
-                               "AND claimed_at IS NOT DISTINCT FROM ?", [pair_id, version, claimed_by, claimed_at]).fetchall():
+            if not store.pair_unchanged(w, pair_id, version, claimed_by, claimed_at):
                 continue
-            if second and not cur.execute(f"SELECT 1 FROM {_FROM} WHERE {where} AND p.pair_id = ?", params + [pair_id]).fetchall():
+            if second and not store.in_queue(w, where, params, pair_id):
                 continue  # its second review was just given by someone else
-            # Claim it and give back any other claim of this reviewer, in one statement.
-            cur.execute(
-                """UPDATE pairs SET claimed_by = CASE WHEN pair_id = ? THEN ? END, claimed_at = CASE WHEN pair_id = ? THEN ? END
-                   WHERE pair_id = ? OR (claimed_by = ? AND pair_id <> ?)""",
-                [pair_id, reviewer, pair_id, t, pair_id, reviewer, pair_id],
-            )
+            store.claim(w, pair_id, reviewer, t)
             return pair_id
     return None
 
 
-@_serialized
 def release(ws, reviewer: str) -> None:
     """Give back this reviewer's claim (leaving the page, changing queue)."""
-    ws.cursor().execute("UPDATE pairs SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by = ?", [reviewer])
+    with write(ws) as cur:
+        store.release_claims(cur, reviewer)
 
 
 def pair_view(ws, pair_id: str) -> dict | None:
     """Everything the review page shows for one pair: the document, both sides with loops and scores, the alternatives."""
     cur = ws.cursor()
-    row = cur.execute(
-        f"""SELECT p.pair_id, p.run_id, p.dataset, p.item_id, p.provenance, p.second_review, p.updated_by, {', '.join('p.' + k for k in STATE)},
-                   i.text, i.reference, i.image_path
-            FROM pairs p LEFT JOIN items i ON i.dataset = p.dataset AND i.item_id = p.item_id WHERE p.pair_id = ?""",
-        [pair_id],
-    ).fetchone()
-    if row is None:
+    v = store.pair_row(cur, pair_id)
+    if v is None:
         return None
-    keys = ("pair_id", "run_id", "dataset", "item_id", "provenance", "second_review", "updated_by", *STATE, "document", "reference", "image_path")
-    v = dict(zip(keys, row))
+    judge_run = v.pop("judge_run")
     v["provenance"] = json.loads(v["provenance"]) if v["provenance"] else {}
-    judge_run = v["provenance"].get("judge_run")
-    cands = cur.execute(
-        """SELECT candidate_id, sample_index, finish_reason, degenerate, has_loop, loops, n_tokens, coalesce(chars, length(text))
-           FROM candidates WHERE run_id = ? AND item_id = ? ORDER BY sample_index""",
-        [v["run_id"], v["item_id"]],
-    ).fetchall()
-    # Their judgments by a list of ids, so the index on judgments.candidate_id answers (a join would scan them all).
-    judged = {r[0]: r[1:] for r in cur.execute(
-        f"""SELECT candidate_id, scores, overall, rationale, error, run_id FROM judgments
-            WHERE candidate_id IN ({', '.join('?' * len(cands)) or 'NULL'})
-            QUALIFY row_number() OVER (PARTITION BY candidate_id ORDER BY run_id = ? DESC, created_at DESC NULLS LAST) = 1""",
-        [c[0] for c in cands] + [judge_run or ""],
-    ).fetchall()} if cands else {}
+    cands = store.item_candidates(cur, v["run_id"], v["item_id"])
+    judged = store.judgments_for(cur, [c[0] for c in cands], judge_run)
     cands = [(*c, *judged.get(c[0], (None,) * 5)) for c in cands]
     v["candidates"] = [
         {"candidate_id": c[0], "sample_index": c[1], "finish_reason": c[2], "degenerate": c[3], "has_loop": c[4],
@@ -186,5 +114,10 @@ def pair_view(ws, pair_id: str) -> dict | None:
 
 def families_and_stages(ws) -> tuple[list[str], list[str]]:
     """The families and stages of models that produced pairs (the queue's filter choices)."""
-    rows = ws.cursor().execute(f"SELECT DISTINCT m.family, m.stage FROM {_FROM}").fetchall()
+    rows = store.queue_families_and_stages(ws.cursor())
     return sorted({f for f, _ in rows if f}), sorted({s for _, s in rows if s})
+
+
+def pair_runs(ws) -> list[str]:
+    """Sampling runs that have pairs (the queue's run choices)."""
+    return store.pair_runs(ws.cursor())

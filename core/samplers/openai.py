@@ -6,13 +6,7 @@ import os
 import time
 from concurrent.futures import ThreadPoolExecutor
 
-from core.samplers.base import (
-    DecodingConfig,
-    Generation,
-    ItemSkipped,
-    Request,
-    SamplerError,
-)
+from core.samplers.base import DecodingConfig, Generation, ItemSkipped, Request, SamplerError
 
 
 class OpenAISampler:

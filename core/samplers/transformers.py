@@ -5,14 +5,7 @@ from __future__ import annotations
 import time
 
 from core.policy.detect import DetectConfig, tail_loop
-from core.samplers.base import (
-    chat_prompt,
-    DecodingConfig,
-    Generation,
-    ItemSkipped,
-    Request,
-    SamplerError,
-)
+from core.samplers.base import chat_prompt, DecodingConfig, Generation, ItemSkipped, Request, SamplerError
 
 
 class _LoopStop:
@@ -57,30 +50,22 @@ class _LoopStop:
 class TransformersSampler:
     name = "transformers"
 
-    def __init__(self, model_path: str, device: str = "auto"):
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
+    def __init__(self, model_path, device: str = "auto", *, tokenizer=None):
+        """``model_path``: a local path or hub id — or an already-loaded model with its ``tokenizer``
+        (the demo's build). Loading, dtype, device, padding and pad/EOS ids: ``core.loader``."""
+        from core.loader import LoadError, is_vision, load_config, load_model
 
+        name = model_path if isinstance(model_path, str) else type(model_path).__name__
         try:
-            self.tokenizer = AutoTokenizer.from_pretrained(model_path)
-        except Exception as e:
-            raise SamplerError(f"cannot load a tokenizer from {model_path!r}: {e}") from None
-        try:
-            self.model = AutoModelForCausalLM.from_pretrained(model_path)
-        except Exception as e:
-            raise SamplerError(f"cannot load a causal LM from {model_path!r}: {e}") from None
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        if device == "cuda" and torch.cuda.is_bf16_supported():
-            self.model = self.model.to(torch.bfloat16)
-        self.model.to(device).eval()
-        self.device = device
-        self.tokenizer.padding_side = "left"
-        if self.tokenizer.pad_token is None:
-            self.tokenizer.pad_token = self.tokenizer.eos_token
-        eos = self.model.generation_config.eos_token_id or self.tokenizer.eos_token_id
-        self.eos_ids = set(eos if isinstance(eos, list) else [eos])
-        self.context = getattr(self.model.config, "max_position_embeddings", None) or getattr(self.model.config, "n_positions", None)
+            if isinstance(model_path, str) and is_vision(load_config(model_path)):
+                raise SamplerError(f"vision models are not supported by this sampler yet ({name!r} has a vision part)")
+            lm = load_model(model_path, device=device, purpose="generate", tokenizer=tokenizer)
+        except LoadError as e:
+            raise SamplerError(str(e)) from None
+        if lm.vision:
+            raise SamplerError(f"vision models are not supported by this sampler yet ({name!r} has a vision part)")
+        self.model, self.tokenizer, self.device = lm.model, lm.tokenizer, lm.device
+        self.eos_ids, self.pad_id, self.context = lm.eos_ids, lm.pad_id, lm.context
 
     def format_prompt(self, prompt: str, chat_template: str) -> str:
         return chat_prompt(self.tokenizer, prompt, chat_template)
@@ -132,7 +117,7 @@ class TransformersSampler:
         with torch.inference_mode():
             out = self.model.generate(
                 **{k: v.to(self.device) for k, v in enc.items()}, max_new_tokens=max_new,
-                num_return_sequences=n, pad_token_id=self.tokenizer.pad_token_id,
+                num_return_sequences=n, pad_token_id=self.pad_id,
                 stopping_criteria=StoppingCriteriaList([stop]) if stop else None, **kwargs,
             )
         latency = time.perf_counter() - t0
@@ -140,13 +125,13 @@ class TransformersSampler:
         for row, ids in enumerate(out[:, prompt_len:].tolist()):
             end = next((i for i, t in enumerate(ids) if t in self.eos_ids), None)
             if stop and row in stop.stopped:
-                while ids and ids[-1] == self.tokenizer.pad_token_id:
+                while ids and ids[-1] == self.pad_id:
                     ids.pop()
                 reason = "repetition"
             elif end is not None:
                 ids, reason = ids[: end + 1], "stop"
             else:
-                while ids and ids[-1] == self.tokenizer.pad_token_id:
+                while ids and ids[-1] == self.pad_id:
                     ids.pop()
                 reason = "length" if len(ids) >= max_new else "stop"
             gens.append(Generation(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), reason, latency))

@@ -4,14 +4,7 @@ from __future__ import annotations
 
 import time
 
-from core.samplers.base import (
-    chat_prompt,
-    DecodingConfig,
-    Generation,
-    ItemSkipped,
-    Request,
-    SamplerError,
-)
+from core.samplers.base import chat_prompt, DecodingConfig, Generation, ItemSkipped, Request, SamplerError
 
 
 class VLLMSampler:

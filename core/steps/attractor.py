@@ -22,12 +22,15 @@ Loaded models are kept in a small LRU per (path, device), so a page can call thi
 from __future__ import annotations
 
 import bisect
-import json
 import threading
 from collections import OrderedDict
 from pathlib import Path
 
+from core import loader
+from core.loader import model_context  # the context rule lives in the loader
 from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt
+from core.store import runs
+from core.store.items import get_item
 
 MODEL_CACHE_SIZE = 2  # models kept loaded; a third evicts the least recently used
 CHUNK_POSITIONS = 512  # positions whose full-vocabulary log-softmax is held at once
@@ -53,36 +56,26 @@ def _signature(path: str) -> tuple:
 
 
 def _resolve_device(device: str) -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
+    try:
+        return loader.resolve_device(device)
+    except loader.LoadError as e:
+        raise AttractorError(str(e)) from None
 
 
 def load_model(model_path: str, device: str = "auto"):
-    """(model, tokenizer, device), loaded once per (path, device, files) and kept in a small LRU."""
+    """(model, tokenizer, device), loaded once per (path, device, files) through the one model
+    loader (``core.loader``: dtype, device, pad/EOS ids) and kept in a small LRU."""
     device = _resolve_device(device)
     key = (str(Path(model_path).resolve()) if Path(model_path).exists() else model_path, device, _signature(model_path))
     with _models_lock:
         if key in _models:
             _models.move_to_end(key)
             return _models[key]
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         try:
-            tokenizer = AutoTokenizer.from_pretrained(model_path)
-        except Exception as e:
-            raise AttractorError(f"cannot load a tokenizer from {model_path!r}: {e}") from None
-        try:
-            model = AutoModelForCausalLM.from_pretrained(model_path)
-        except Exception as e:
-            raise AttractorError(f"cannot load a causal LM from {model_path!r}: {e}") from None
-        if device == "cuda" and torch.cuda.is_bf16_supported():
-            model = model.to(torch.bfloat16)
-        model.to(device).eval()
-        _models[key] = (model, tokenizer, device)
+            lm = loader.load_model(model_path, device=device, purpose="generate")
+        except loader.LoadError as e:
+            raise AttractorError(str(e)) from None
+        _models[key] = (lm.model, lm.tokenizer, device)
         while len(_models) > MODEL_CACHE_SIZE:
             _models.popitem(last=False)
         return _models[key]
@@ -91,15 +84,6 @@ def load_model(model_path: str, device: str = "auto"):
 def clear_model_cache() -> None:
     with _models_lock:
         _models.clear()
-
-
-def model_context(model) -> int | None:
-    cfg = model.config
-    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
-        value = getattr(cfg, name, None)
-        if isinstance(value, int) and value > 0:
-            return value
-    return None
 
 
 # ---------------------------------------------------------------- tokenization with character offsets
@@ -385,20 +369,15 @@ def hub_cached(model_id: str) -> bool:
 def candidate_model(ws, candidate: dict) -> dict:
     """The model that sampled a candidate — run → registered model path (or the path the job used) —
     and whether it can be scored here: ``{name, path, backend, local, reason}``."""
-    rows = ws.cursor().execute(
-        "SELECT r.model, r.config, m.path FROM runs r LEFT JOIN models m ON m.name = r.model WHERE r.run_id = ?",
-        [candidate["run_id"]],
-    ).fetchall()
-    if not rows:
+    run = runs.sampled_model(ws, candidate["run_id"])
+    if run is None:
         return {"name": None, "path": None, "backend": candidate.get("backend"), "local": False,
                 "reason": f"run {candidate['run_id']} is not in this workspace, so its model is unknown"}
-    name, config, registered = rows[0]
-    spec = json.loads(config) if config else {}
-    cfg = spec.get("config") if isinstance(spec.get("config"), dict) else {}
-    backend = candidate.get("backend") or cfg.get("backend") or "transformers"
-    path = registered or spec.get("model_path") or name
+    name = run["name"]
+    backend = candidate.get("backend") or run["backend"] or "transformers"
+    path = run["registered_path"] or run["model_path"] or name
     info = {"name": name, "path": path, "backend": backend, "local": False, "reason": None,
-            "instruction": cfg.get("instruction") or DEFAULT_INSTRUCTION}
+            "instruction": run["instruction"] or DEFAULT_INSTRUCTION}
     if not path:
         info["reason"] = f"run {candidate['run_id']} records no model"
     elif (Path(path) / "config.json").exists():
@@ -423,11 +402,10 @@ def candidate_attractor(ws, candidate: dict, device: str = "auto") -> dict:
         raise AttractorError(info["reason"])
     prompt, notes = candidate.get("prompt"), []
     if not prompt:
-        rows = ws.cursor().execute("SELECT text FROM items WHERE dataset = ? AND item_id = ?",
-                                   [candidate["dataset"], candidate["item_id"]]).fetchall()
-        if not rows:
+        item = get_item(ws.cursor(), candidate["dataset"], candidate["item_id"])
+        if item is None:
             raise AttractorError("this candidate has no stored prompt and its item is gone")
-        prompt = build_prompt(rows[0][0], info["instruction"])
+        prompt = build_prompt(item["text"], info["instruction"])
         notes.append("no prompt stored with this candidate: rebuilt from the item and the run's instruction (no chat template)")
     result = token_probabilities(info["path"], prompt, candidate["text"], device, loops=candidate.get("loops") or [],
                                  finish_reason=candidate.get("finish_reason"))

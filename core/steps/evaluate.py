@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.config import option
+from core.store import evaluation as store_eval
 
 # Display names of stages, in the order the charts draw them (dpoN = round N of DPO; sftN = SFT
 # trained further, e.g. the compute-matched control of bench/reproduce.py).
@@ -119,6 +120,7 @@ def start_eval(ws, cfg: EvalConfig) -> list[str]:
             ws, "eval", {"config": asdict(sc), "model_path": info["path"], "model_info": info, "eval": asdict(cfg),
                          "then": run_ids[i + 1] if i + 1 < len(run_ids) else None},
             model=info["name"], dataset=cfg.dataset, split=cfg.split, run_id=run_id,
+            instruction=sc.instruction, backend=sc.backend, model_path=info["path"],
         )
         pq.write_table(pa.Table.from_pylist(items), ws.jobs_dir / run_id / "items.parquet")
         (ws.jobs_dir / run_id / "launching").touch()  # queued: the previous run's worker starts it
@@ -177,36 +179,10 @@ def bootstrap_reduction(base: list[float], new: list[float], n_boot: int = 2000,
 # ---------------------------------------------------------------- aggregation
 
 
-MODE_SQL = "CASE WHEN (c.decoding ->> '$.greedy') = 'true' THEN 'greedy' ELSE 'sampled' END"
-
-
 def eval_results(ws, dataset: str | None = None, split: str | None = None) -> list[dict]:
     """One row per eval run and decoding mode: rate with its interval, quality, length, finish reasons."""
-    sql = f"""
-        SELECT c.run_id, r.model, coalesce(m.family, r.model) AS family, m.stage, r.dataset, r.split, r.status,
-               {MODE_SQL} AS decoding, count(*) AS candidates, count(DISTINCT c.item_id) AS items,
-               count(*) FILTER (c.degenerate) AS degenerate, count(*) FILTER (c.has_loop) AS with_loops,
-               avg(c.quality) AS quality, avg(c.quality) FILTER (NOT c.degenerate) AS quality_clean,
-               avg(c.n_tokens) AS mean_tokens,
-               count(*) FILTER (c.finish_reason = 'stop') AS stop,
-               count(*) FILTER (c.finish_reason = 'length') AS length,
-               count(*) FILTER (c.finish_reason = 'repetition') AS repetition,
-               r.created_at
-        FROM candidates c JOIN runs r ON r.run_id = c.run_id LEFT JOIN models m ON m.name = r.model
-        WHERE r.kind = 'eval'"""
-    params: list = []
-    if dataset:
-        sql += " AND r.dataset = ?"
-        params.append(dataset)
-    if split:
-        sql += " AND r.split = ?"
-        params.append(split)
-    cur = ws.cursor()
-    cur.execute(sql + " GROUP BY ALL ORDER BY r.created_at, decoding", params)
-    keys = [d[0] for d in cur.description]
     out = []
-    for row in cur.fetchall():
-        r = dict(zip(keys, row))
+    for r in store_eval.run_rows(ws, dataset, split):
         n, k = r["candidates"], r["degenerate"]
         lo, hi = wilson_interval(k, n)
         r.update(rate=k / n if n else None, ci_low=lo, ci_high=hi, stage_label=stage_label(r["stage"]))
@@ -218,11 +194,7 @@ def eval_results(ws, dataset: str | None = None, split: str | None = None) -> li
 
 def item_rates(ws, run_id: str, decoding: str = "greedy") -> dict[str, float]:
     """Per item: the share of its candidates (of that decoding mode) that degenerated."""
-    rows = ws.cursor().execute(
-        f"SELECT c.item_id, avg(c.degenerate::INT) FROM candidates c WHERE c.run_id = ? AND {MODE_SQL} = ? GROUP BY 1",
-        [run_id, decoding],
-    ).fetchall()
-    return {i: float(v) for i, v in rows}
+    return store_eval.item_rates(ws, run_id, decoding)
 
 
 def report(ws, dataset: str | None = None, split: str | None = None, decoding: str = "greedy",
@@ -272,28 +244,12 @@ def format_report(rep: dict) -> str:
     return "\n".join(lines)
 
 
-def degenerate_outputs(ws, run_id: str, limit: int = 200) -> list[dict]:
-    """An eval run's degenerate candidates, longest loop first: what the user opens from the chart."""
-    cur = ws.cursor()
-    cur.execute(
-        "SELECT candidate_id, item_id, sample_index, n_tokens, finish_reason, quality, "
-        "left(replace(text, chr(10), ' '), 120) AS preview FROM candidates WHERE run_id = ? AND degenerate "
-        "ORDER BY n_tokens DESC, item_id LIMIT ?", [run_id, limit],
-    )
-    keys = [d[0] for d in cur.description]
-    return [dict(zip(keys, r)) for r in cur.fetchall()]
-
-
 def loop_shapes(ws, run_ids: list[str]) -> list[dict]:
     """Every loop of the runs' degenerate candidates: model, stage, span length (chars), period, repeats."""
     if not run_ids:
         return []
-    rows = ws.cursor().execute(
-        "SELECT r.model, m.stage, c.loops FROM candidates c JOIN runs r ON r.run_id = c.run_id "
-        "LEFT JOIN models m ON m.name = r.model WHERE c.degenerate AND list_contains(?, c.run_id)", [run_ids],
-    ).fetchall()
     out = []
-    for model, stage, loops in rows:
+    for model, stage, loops in store_eval.degenerate_loops(ws, run_ids):
         for lp in json.loads(loops or "[]"):
             out.append({"model": model, "stage": stage_label(stage), "length": lp["end"] - lp["start"],
                         "period": lp.get("period"), "repeats": lp.get("repeats")})

@@ -21,6 +21,7 @@ from pathlib import Path
 from core.config import option
 from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt
 from core.store import WorkspaceError
+from core.store import pairs as store_pairs
 
 FORMATS = ("trl", "jsonl", "parquet", "hf")
 CUT_REASONS = ("length", "repetition")
@@ -39,23 +40,13 @@ class ExportConfig:
 
 
 def approved_rows(ws, run: str | None = None) -> list[dict]:
-    """The approved pairs with what training needs, in pair order."""
-    cur = ws.cursor()
-    rows = cur.execute(
-        """SELECT p.pair_id, p.run_id, p.dataset, p.item_id, p.prompt, p.chosen_text, p.rejected_text,
-                  p.chosen_candidate_id, p.rejected_candidate_id, c.finish_reason, p.updated_by, r.model,
-                  i.text, json_extract_string(r.config, '$.instruction')
-           FROM pairs p LEFT JOIN candidates c ON c.candidate_id = p.rejected_candidate_id
-           LEFT JOIN runs r ON r.run_id = p.run_id LEFT JOIN items i ON i.dataset = p.dataset AND i.item_id = p.item_id
-           WHERE p.status = 'approved' AND (? IS NULL OR p.run_id = ?) ORDER BY p.pair_id""",
-        [run, run],
-    ).fetchall()
-    keys = ("pair_id", "run_id", "dataset", "item_id", "prompt", "chosen", "rejected", "chosen_candidate_id",
-            "rejected_candidate_id", "rejected_finish_reason", "reviewer", "model", "_document", "_instruction")
+    """The approved pairs with what training needs, in pair order. Keys starting with ``_`` are for the
+    conversational form only (the document, the instruction it was sampled with, the model's path)."""
     out = []
-    for r in rows:
-        d = dict(zip(keys, r))
+    for d in store_pairs.approved(ws, run):
         d["rejected_cut_at_limit"] = d["rejected_finish_reason"] in CUT_REASONS
+        for k in ("document", "instruction", "model_path"):
+            d[f"_{k}"] = d.pop(k)
         out.append(d)
     return out
 
@@ -74,6 +65,7 @@ def has_chat_template(model_path: str | None) -> bool | None:
 
 
 def _conversational(row: dict) -> dict:
+    # the instruction the run was sampled with (runs.instruction): a custom one must reach training unchanged
     user = build_prompt(row["_document"] or "", row["_instruction"] or DEFAULT_INSTRUCTION)
     return {
         "prompt": [{"role": "user", "content": user}],
@@ -173,9 +165,7 @@ def export_pairs(ws, out: str | os.PathLike, cfg: ExportConfig) -> dict:
     if not rows:
         raise WorkspaceError("no approved pairs to export" + (f" in run {cfg.run}" if cfg.run else "") + ": approve some on the Review page")
     if cfg.style == "conversational":
-        cur = ws.cursor()
-        for model in {r["model"] for r in rows}:
-            path = (cur.execute("SELECT path FROM models WHERE name = ?", [model]).fetchone() or [model])[0]
+        for model, path in {(r["model"], r["_model_path"] or r["model"]) for r in rows}:
             if has_chat_template(path) is False:
                 raise WorkspaceError(f"model {model!r} has no chat template: export in the standard style")
         for r in rows:

@@ -23,7 +23,8 @@ from typing import Any, Iterator
 
 import pyarrow as pa
 
-from core.store import Workspace, WorkspaceError, now
+from core.store import Workspace, WorkspaceError
+from core.store import items as store_items
 
 FORMATS = ("jsonl", "json", "csv", "parquet", "hf")
 
@@ -317,15 +318,8 @@ def import_records(
     """Insert validated item rows in one transaction; existing identical rows are left as they are."""
     if not dataset or not dataset.strip():
         raise ImportFailed(path_for_errors, None, "a dataset name is required")
-    cur = ws.cursor()
     written = _save_images(items, ws, dataset)
-    existing = {
-        r[0]: r[1:]
-        for r in cur.execute(
-            "SELECT item_id, split, text, reference FROM items WHERE dataset = ? AND item_id IN (SELECT unnest(?))",
-            [dataset, [it["item_id"] for it in items]],
-        ).fetchall()
-    }
+    existing = store_items.existing_items(ws, dataset, [it["item_id"] for it in items])
     new = []
     for i, it in enumerate(items, start=1):
         unit, where = it.get("where", ("record", i))
@@ -345,23 +339,12 @@ def import_records(
             [{**{k: it[k] for k in ("item_id", "split", "text", "reference", "image_path", "metadata")},
               "dataset": dataset, "source": source} for it in new]
         )
-        cur.register("incoming_items", table)
         try:
-            cur.execute("BEGIN")
-            cur.execute(
-                """INSERT INTO items (dataset, item_id, split, text, reference, image_path, metadata, source, imported_at)
-                   SELECT dataset, item_id, split, text, reference, image_path, metadata::JSON, source, ?
-                   FROM incoming_items""",
-                [now()],
-            )
-            cur.execute("COMMIT")
+            store_items.insert_items(ws, table)
         except Exception:
-            cur.execute("ROLLBACK")
             for p in written:
                 p.unlink(missing_ok=True)
             raise
-        finally:
-            cur.unregister("incoming_items")
     splits: dict[str, int] = {}
     for it in items:
         splits[it["split"]] = splits.get(it["split"], 0) + 1

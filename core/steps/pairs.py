@@ -7,18 +7,17 @@ from collections import Counter
 from dataclasses import asdict
 
 from core.policy.mining import Candidate, PairPolicy, mine_item
-from core.store import now
+from core.store import WorkspaceError, now, sizes
+from core.store import items as store_items
+from core.store import judgments as store_judgments
+from core.store import pairs as store_pairs
+from core.store import runs
 
 
 def _candidates_by_item(ws, judge_run: str) -> dict[tuple[str, str], list[Candidate]]:
     """The judged candidates per item, without their texts: mining needs ids and scores; the texts of the
     mined pairs are joined in SQL as they are written (800k texts in Python took a minute and 4 GB)."""
-    t = ws.cursor().sql(  # columns through Arrow: a Python tuple per row of 800k was most of mining's time
-        """SELECT c.dataset, c.item_id, c.candidate_id, CASE WHEN j.error IS NULL THEN j.overall END AS overall,
-                  coalesce(c.degenerate, false) AS degenerate, c.finish_reason
-           FROM candidates c JOIN judgments j USING (candidate_id) WHERE j.run_id = $1""",
-        params=[judge_run],
-    ).to_arrow_table()
+    t = store_judgments.judged_candidates(ws, judge_run)
     out: dict[tuple[str, str], list[Candidate]] = {}
     for dataset, item_id, cid, overall, degenerate, reason in zip(*(col.to_pylist() for col in t.columns)):
         out.setdefault((dataset, item_id), []).append(Candidate(cid, "", overall, degenerate, reason))
@@ -34,26 +33,18 @@ def mine_run(ws, judge_run: str, policy: PairPolicy, write: bool = True) -> dict
     Re-mining is idempotent: pair ids derive from (sampling run, item, rejected candidate), and a
     pair that exists (perhaps already reviewed) is never overwritten.
     """
-    cur = ws.cursor()
-    source = cur.execute(
-        "SELECT json_extract_string(config, '$.source_run') FROM runs WHERE run_id = ? AND kind = 'judge'", [judge_run]
-    ).fetchone()
-    if not source or not source[0]:
-        from core.store import WorkspaceError
-
+    run = runs.get_run(ws, judge_run)
+    if not run or run["kind"] != "judge" or not run["source_run"]:
         raise WorkspaceError(f"{judge_run!r} is not a judging run")
-    sample_run = source[0]
+    sample_run = run["source_run"]
     # The preview is kept per (store, run, policy, table sizes): a page rerun with the same policy is free
     # (mining 800k candidates takes seconds); judgments and candidates are only ever inserted.
     key = (str(ws.db_path), judge_run, tuple(asdict(policy).items()),
-           *cur.execute("SELECT (SELECT count(*) FROM judgments), (SELECT count(*) FROM candidates)").fetchall()[0])
+           *sizes(ws.cursor(), "judgments", "candidates"))
     if not write and key in _previews:
         return dict(_previews[key])
     by_item = _candidates_by_item(ws, judge_run)
-    refs = dict(cur.execute(
-        "SELECT item_id, reference FROM items WHERE (dataset, item_id) IN (SELECT DISTINCT dataset, item_id FROM candidates WHERE run_id = ?)",
-        [sample_run],
-    ).fetchall()) if policy.reference_as_chosen else {}
+    refs = store_items.references_of_run(ws, sample_run) if policy.reference_as_chosen else {}
     reasons: Counter = Counter()
     rows, kinds = [], Counter()
     policy_dict = asdict(policy)
@@ -70,7 +61,8 @@ def mine_run(ws, judge_run: str, policy: PairPolicy, write: bool = True) -> dict
                 "chosen_candidate_id": p.chosen.candidate_id if p.chosen else None,
                 "rejected_candidate_id": p.rejected.candidate_id,
                 "chosen_text": None if p.chosen else p.chosen_text,  # a candidate's text (and the prompt) come from the store
-                "status": "pending",
+                "status": "pending", "judge_run": judge_run, "rejected_because": p.reason,
+                "chosen_score": p.chosen.overall if p.chosen else None, "rejected_score": p.rejected.overall,
                 "provenance": json.dumps({
                     "source": "auto", "judge_run": judge_run, "policy": policy_dict, "rejected_because": p.reason,
                     "chosen_score": p.chosen.overall if p.chosen else None, "chosen_is_reference": p.chosen is None,
@@ -88,19 +80,5 @@ def mine_run(ws, judge_run: str, policy: PairPolicy, write: bool = True) -> dict
         _previews.clear()
     _previews[key] = dict(summary)
     if write and rows:
-        import pyarrow as pa
-
-        before = cur.execute("SELECT count(*) FROM pairs").fetchall()[0][0]  # fetchall: register needs no open result
-        cur.register("mined_pairs", pa.Table.from_pylist(rows))
-        try:
-            cur.execute(
-                """INSERT OR IGNORE INTO pairs BY NAME
-                   SELECT m.* REPLACE (provenance::JSON AS provenance, coalesce(m.chosen_text::VARCHAR, ch.text) AS chosen_text),
-                          rj.text AS rejected_text, rj.prompt AS prompt
-                   FROM mined_pairs m LEFT JOIN candidates ch ON ch.candidate_id = m.chosen_candidate_id
-                   JOIN candidates rj ON rj.candidate_id = m.rejected_candidate_id"""
-            )
-        finally:
-            cur.unregister("mined_pairs")
-        summary["new"] = cur.execute("SELECT count(*) FROM pairs").fetchone()[0] - before
+        summary["new"] = store_pairs.insert_mined(ws, rows)
     return summary

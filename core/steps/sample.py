@@ -21,6 +21,8 @@ from core.policy.metrics import quality
 from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt
 from core.samplers import BACKENDS, make_sampler
 from core.samplers.base import DecodingConfig, ItemSkipped, Request, SamplerError
+from core.store import candidates as store_candidates
+from core.store import items as store_items
 from core.store import now
 
 
@@ -151,6 +153,7 @@ def start_sampling(ws, cfg: SampleConfig, run_id: str | None = None) -> str:
     run_id = jobs.create_job(
         ws, "sample", {"config": asdict(cfg), "model_path": model["path"], "model_info": model},
         model=model["name"], dataset=cfg.dataset, split=cfg.split, run_id=run_id,
+        instruction=cfg.instruction, backend=cfg.backend, model_path=model["path"],
     )
     pq.write_table(pa.Table.from_pylist(items), ws.jobs_dir / run_id / "items.parquet")
     jobs.launch(ws, run_id)
@@ -158,64 +161,19 @@ def start_sampling(ws, cfg: SampleConfig, run_id: str | None = None) -> str:
 
 
 def select_items(ws, dataset: str, split: str | None, limit: int | None) -> list[dict]:
+    """The items a run samples; none is an error the user can act on."""
     from core.store import WorkspaceError
 
-    sql = "SELECT dataset, item_id, text, reference FROM items WHERE dataset = ?"
-    params: list = [dataset]
-    if split:
-        sql += " AND split = ?"
-        params.append(split)
-    sql += " ORDER BY item_id"
-    if limit:
-        sql += " LIMIT ?"
-        params.append(int(limit))
-    rows = ws.cursor().execute(sql, params).fetchall()
-    if not rows:
+    items = store_items.select_items(ws, dataset, split, limit)
+    if not items:
         raise WorkspaceError(f"no items in dataset {dataset!r}" + (f" split {split!r}" if split else "") + ": import documents first")
-    return [{"dataset": d, "item_id": i, "text": t, "reference": r} for d, i, t, r in rows]
+    return items
 
 
 def run_summary(ws, run_id: str) -> dict:
     """Candidates, items, degeneration and finish reasons of one sampling run."""
-    cur = ws.cursor()
-    n, items, degenerate, looped, tokens = cur.execute(
-        "SELECT count(*), count(DISTINCT item_id), count(*) FILTER (degenerate), count(*) FILTER (has_loop), "
-        "coalesce(avg(n_tokens), 0) FROM candidates WHERE run_id = ?", [run_id],
-    ).fetchone()
-    reasons = dict(cur.execute(
-        "SELECT finish_reason, count(*) FROM candidates WHERE run_id = ? GROUP BY 1 ORDER BY 1", [run_id]
-    ).fetchall())
+    counts = store_candidates.run_counts(ws, run_id)
     skipped_path = ws.jobs_dir / run_id / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
-    return {
-        "run_id": run_id, "candidates": n, "items": items, "degenerate": degenerate,
-        "degeneration_rate": degenerate / n if n else 0.0, "with_loops": looped,
-        "mean_tokens": round(float(tokens), 1), "finish_reasons": reasons, "skipped": skipped,
-    }
-
-
-def list_candidates(ws, run_id: str, only_degenerate: bool = False, limit: int = 500):
-    """The run's candidates for the table on the Sample page (newest items last).
-
-    The page's rows are picked on narrow columns first, then only their texts are read (by primary
-    key): a preview column in the ordered query read every text of the run (2.3 s at 800k).
-    """
-    cur = ws.cursor()
-    ids = [r[0] for r in cur.execute(
-        "SELECT candidate_id FROM candidates WHERE run_id = ?" + (" AND degenerate" if only_degenerate else "")
-        + " ORDER BY item_id, sample_index LIMIT ?", [run_id, limit]).fetchall()]
-    return cur.execute(
-        "SELECT candidate_id, item_id, sample_index, degenerate, has_loop, finish_reason, n_tokens, "
-        "coalesce(chars, length(text)) AS chars, left(replace(text, chr(10), ' '), 100) AS preview FROM candidates "
-        f"WHERE candidate_id IN ({', '.join('?' * len(ids)) or 'NULL'}) ORDER BY item_id, sample_index", ids).df()
-
-
-def get_candidate(ws, candidate_id: str) -> dict | None:
-    cur = ws.cursor()
-    row = cur.execute("SELECT * FROM candidates WHERE candidate_id = ?", [candidate_id]).fetchone()
-    if row is None:
-        return None
-    cand = dict(zip([d[0] for d in cur.description], row))
-    for key in ("loops", "metrics", "decoding"):
-        cand[key] = json.loads(cand[key]) if cand[key] else ({} if key != "loops" else [])
-    return cand
+    n = counts["candidates"]
+    return {"run_id": run_id, **counts, "degeneration_rate": counts["degenerate"] / n if n else 0.0, "skipped": skipped}

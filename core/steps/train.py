@@ -306,23 +306,13 @@ def train_sft(
     """
     import torch
     from datasets import Dataset
-    from transformers import AutoModelForCausalLM, AutoTokenizer
     from trl import SFTTrainer
 
     out_dir = Path(out_dir)
     run_dir = Path(run_dir) if run_dir is not None else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    if model is None:
-        raise ValueError("train_sft needs a model (path or loaded model)")
-    if isinstance(model, (str, Path)):
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(str(model))
-        model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
-    if tokenizer is None:
-        raise ValueError("train_sft needs a tokenizer when the model is given loaded")
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
+    model, tokenizer = _load(model, tokenizer, "train_sft", config.device)
 
     examples = records_to_sft_examples(train_records, config.instruction)
     plain_text = "text" in examples[0]
@@ -530,21 +520,20 @@ def records_to_dpo_examples(records: Iterable[dict]) -> list[dict]:
     return out
 
 
-def _load(model: Any, tokenizer: Any, what: str):
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
+def _load(model: Any, tokenizer: Any, what: str, device: str = "auto"):
+    """(model, tokenizer) for training, through the one model loader (``core.loader``, purpose
+    "train": float32 weights, placed by the Trainer, the tokenizer's padding left to TRL)."""
+    from core.loader import LoadError, load_model
 
     if model is None:
         raise ValueError(f"{what} needs a model (path or loaded model)")
-    if isinstance(model, (str, Path)):
-        if tokenizer is None:
-            tokenizer = AutoTokenizer.from_pretrained(str(model))
-        model = AutoModelForCausalLM.from_pretrained(str(model), dtype=torch.float32)
-    if tokenizer is None:
+    if not isinstance(model, (str, Path)) and tokenizer is None:
         raise ValueError(f"{what} needs a tokenizer when the model is given loaded")
-    if isinstance(tokenizer, (str, Path)):
-        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer))
-    return model, tokenizer
+    try:
+        lm = load_model(model, device=device, purpose="train", tokenizer=tokenizer)
+    except LoadError as e:
+        raise ValueError(f"{what}: {e}") from None
+    return lm.model, lm.tokenizer
 
 
 def train_dpo(
@@ -575,7 +564,7 @@ def train_dpo(
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     examples = records_to_dpo_examples(pairs)
-    model, tokenizer = _load(model, tokenizer, "train_dpo")
+    model, tokenizer = _load(model, tokenizer, "train_dpo", config.device)
     (run_dir / "run_config.json").write_text(json.dumps(
         {"stage": "dpo", "config": config.to_dict(), "n_pairs": len(examples),
          "n_rejected_cut_at_limit": sum(e["rejected_cut_at_limit"] for e in examples)}, indent=2, ensure_ascii=False))

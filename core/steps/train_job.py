@@ -25,13 +25,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from core.config import option
-from core.steps.train import (
-    DPORunConfig,
-    SFTRunConfig,
-    _validate_common,
-    pathology_warnings,
-    validate_dpo_config,
-)
+from core.store import items as store_items
+from core.store import pairs as store_pairs
+from core.store import runs
+from core.store.models import get_model, register_model
+from core.steps.train import DPORunConfig, SFTRunConfig, _validate_common, pathology_warnings, validate_dpo_config
 
 METHODS = ("dpo", "sft")
 SFT_SOURCES = ("chosen", "references")
@@ -100,7 +98,7 @@ def read_pairs_source(ws, source: str) -> list[dict]:
         if rows and not {"prompt", "chosen", "rejected"} <= set(rows[0]):
             raise WorkspaceError(f"{path} has no prompt/chosen/rejected columns: export it with `loopbreak export`")
     else:
-        if not ws.cursor().execute("SELECT 1 FROM runs WHERE run_id = ?", [source]).fetchone():
+        if runs.get_run(ws, source) is None:
             raise WorkspaceError(f"pairs {source!r} is neither a run in this workspace nor an existing export file")
         rows = approved_rows(ws, source)
     if not rows:
@@ -114,14 +112,10 @@ def _reference_records(ws, dataset: str | None, split: str | None) -> list[dict]
 
     if not dataset:
         raise WorkspaceError("SFT on references needs a dataset")
-    sql, params = "SELECT text, reference FROM items WHERE dataset = ? AND reference IS NOT NULL", [dataset]
-    if split:
-        sql += " AND split = ?"
-        params.append(split)
-    rows = ws.cursor().execute(sql + " ORDER BY item_id", params).fetchall()
+    rows = store_items.reference_records(ws, dataset, split)
     if not rows:
         raise WorkspaceError(f"no items with a reference in {dataset!r}" + (f" split {split!r}" if split else ""))
-    return [{"text": t, "reference": r} for t, r in rows]
+    return rows
 
 
 def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: bool = True) -> str:
@@ -141,11 +135,10 @@ def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: b
         validate_dpo_config(run_cfg) if cfg.method == "dpo" else _validate_common(run_cfg)
     except (TypeError, ValueError) as e:
         raise WorkspaceError(f"bad training setting: {e}") from None
-    cur = ws.cursor()
-    base = resolve_model(cur, cfg.base, need_local=True)
+    base = resolve_model(ws.cursor(), cfg.base, need_local=True)
     if not Path(base["path"]).exists():
         raise WorkspaceError(f"base model {cfg.base!r} is not a local model folder (training needs one)")
-    if cfg.name and cur.execute("SELECT 1 FROM models WHERE name = ?", [cfg.name]).fetchone():
+    if cfg.name and get_model(ws, cfg.name):
         raise WorkspaceError(f"a model named {cfg.name!r} is already registered: choose another name")
     if cfg.method == "sft" and cfg.sft_source not in SFT_SOURCES:
         raise WorkspaceError(f"sft source is chosen or references (got {cfg.sft_source!r})")
@@ -175,7 +168,6 @@ def finish_training(ws, run_id: str) -> dict | None:
     """Register the model a finished train job saved (idempotent). Returns the model's row, or None
     when the run is not a finished train job."""
     from core.jobs.worker import read_json
-    from core.store.models import register_model
 
     job_dir = ws.jobs_dir / run_id
     spec, result, status = (read_json(job_dir / f) or {} for f in ("spec.json", "result.json", "status.json"))
@@ -183,15 +175,12 @@ def finish_training(ws, run_id: str) -> dict | None:
         return None
     cfg = spec["config"]
     name = cfg.get("name") or run_id
-    cur = ws.cursor()
-    row = cur.execute("SELECT name, path, family, stage, parent FROM models WHERE name = ?", [name]).fetchone()
-    if row is None:
+    if get_model(ws, name) is None:
         base = spec["base"]
-        register_model(cur, name=name, path=result["out_dir"], family=base.get("family"), stage=spec["stage"],
+        register_model(ws, name=name, path=result["out_dir"], family=base.get("family"), stage=spec["stage"],
                        parent=base.get("name"), config={"run_id": run_id, "method": cfg["method"], "pairs": cfg.get("pairs"),
                                                         "params": result.get("config", cfg.get("params"))})
-        row = cur.execute("SELECT name, path, family, stage, parent FROM models WHERE name = ?", [name]).fetchone()
-    return dict(zip(("name", "path", "family", "stage", "parent"), row))
+    return get_model(ws, name)
 
 
 def read_metrics(ws, run_id: str) -> list[dict]:
@@ -319,9 +308,7 @@ def run_job(ctx) -> None:
 
 def pair_sources(ws) -> list[dict]:
     """What the Train page offers as pairs: sampling runs with approved pairs, then export files."""
-    rows = ws.cursor().execute(
-        "SELECT run_id, count(*) FROM pairs WHERE status = 'approved' GROUP BY run_id ORDER BY run_id"
-    ).fetchall()
+    rows = store_pairs.approved_per_run(ws)
     out = [{"source": r, "label": f"run {r} · {n} approved pairs"} for r, n in rows]
     for p in sorted(ws.exports_dir.glob("*")) if ws.exports_dir.is_dir() else []:
         if p.suffix in (".jsonl", ".parquet") or (p.is_dir() and (p / "dataset_info.json").exists()):

@@ -150,6 +150,14 @@ def write(ws: "Workspace") -> Iterator[duckdb.DuckDBPyConnection]:
         cur.execute("COMMIT")
 
 
+def workspace_of(db) -> "Workspace":
+    """The workspace of a Workspace or of a cursor on its database (callers that hold only a cursor)."""
+    if isinstance(db, Workspace):
+        return db
+    path = db.execute("SELECT path FROM duckdb_databases() WHERE database_name = current_database()").fetchall()[0][0]
+    return Workspace(Path(path).parent)
+
+
 def open_workspace(path: str | os.PathLike | None = None, create: bool = True) -> Workspace:
     """Open (and create or migrate) a workspace; raises WorkspaceLocked if another process holds it."""
     root = resolve_workspace(path)
@@ -165,6 +173,11 @@ def open_workspace(path: str | os.PathLike | None = None, create: bool = True) -
 # (database file, judgments, candidates) -> candidates with a judgment: a DISTINCT over every judgment
 # costs 0.5 s at 800k, and judgments are only ever inserted, so the same counts mean the same answer.
 _judged: dict[tuple, int] = {}
+
+
+def sizes(cur: duckdb.DuckDBPyConnection, *tables: str) -> tuple[int, ...]:
+    """Row counts of the given tables, in one statement (cache keys: these tables are only ever inserted into)."""
+    return tuple(cur.execute("SELECT " + ", ".join(f"(SELECT count(*) FROM {t})" for t in tables)).fetchall()[0])
 
 
 def counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import duckdb
 
+from core.store import write
+
 META_KEY = "overall_at_judgments"
 _LATEST = "SELECT candidate_id, last(overall ORDER BY created_at) AS overall FROM judgments {where} GROUP BY candidate_id"
 
@@ -34,30 +36,26 @@ def _set_synced(cur, n: int) -> None:
     cur.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [META_KEY, str(n)])
 
 
-def _in_transaction(cur, fn) -> bool:
+def _quietly(ws, fn) -> bool:
+    """Run `fn(cur)` through the write door; a failure rolls it back and is swallowed (the next refresh catches up)."""
     try:
-        cur.execute("BEGIN")
-        fn()
-        cur.execute("COMMIT")
+        with write(ws) as cur:
+            fn(cur)
         return True
     except duckdb.Error:
-        try:
-            cur.execute("ROLLBACK")
-        except duckdb.Error:
-            pass
         return False
 
 
-def after_candidates(cur, run_id: str) -> None:
+def after_candidates(ws, run_id: str) -> None:
     """Fill `chars` of the run's candidates just ingested (those still NULL)."""
-    _in_transaction(cur, lambda: cur.execute(
+    _quietly(ws, lambda cur: cur.execute(
         "UPDATE candidates SET chars = length(text) WHERE run_id = ? AND chars IS NULL", [run_id]))
 
 
-def after_judgments(cur, files: list[str], before: int, added: int) -> None:
+def after_judgments(ws, files: list[str], before: int, added: int) -> None:
     """Set `overall` of the candidates the just-ingested judgment shards score; advance the sync mark
     if it was in step before them (else the next refresh recomputes everything)."""
-    def work():
+    def work(cur):
         cur.execute(
             f"""UPDATE candidates c SET overall = j.overall FROM ({_LATEST.format(
                 where='WHERE candidate_id IN (SELECT candidate_id FROM read_parquet(?))')}) j
@@ -66,20 +64,20 @@ def after_judgments(cur, files: list[str], before: int, added: int) -> None:
         )
         if _synced(cur) == before:
             _set_synced(cur, before + added)
-    _in_transaction(cur, work)
+    _quietly(ws, work)
 
 
-def refresh(cur, run_id: str | None = None) -> None:
+def refresh(ws, run_id: str | None = None) -> None:
     """Bring the derived columns up to date (cheap when they are: two small reads)."""
+    cur = ws.cursor()
     if run_id is not None and cur.execute(
         "SELECT 1 FROM candidates WHERE run_id = ? AND chars IS NULL LIMIT 1", [run_id]
     ).fetchall():
-        after_candidates(cur, run_id)
+        after_candidates(ws, run_id)
     n = cur.execute("SELECT count(*) FROM judgments").fetchall()[0][0]
     if _synced(cur) != n:
-        def work():
+        def work(cur):
             cur.execute(f"""UPDATE candidates c SET overall = j.overall FROM ({_LATEST.format(where='')}) j
                             WHERE c.candidate_id = j.candidate_id AND c.overall IS DISTINCT FROM j.overall""")
             _set_synced(cur, n)
-        _in_transaction(cur, work)
-
+        _quietly(ws, work)

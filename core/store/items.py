@@ -6,6 +6,9 @@ import json
 
 import duckdb
 
+from core.store import write
+from core.store.base import now
+
 
 def list_datasets(cur: duckdb.DuckDBPyConnection) -> list[dict]:
     """Datasets with their item count per split."""
@@ -56,3 +59,55 @@ def get_item(cur: duckdb.DuckDBPyConnection, dataset: str, item_id: str) -> dict
     item = dict(zip(keys, row))
     item["metadata"] = json.loads(item["metadata"]) if item["metadata"] else {}
     return item
+
+
+def existing_items(ws, dataset: str, item_ids: list[str]) -> dict[str, tuple]:
+    """item_id -> (split, text, reference) of the ids already in the dataset (an import's duplicate check)."""
+    return {r[0]: r[1:] for r in ws.cursor().execute(
+        "SELECT item_id, split, text, reference FROM items WHERE dataset = ? AND item_id IN (SELECT unnest(?))",
+        [dataset, item_ids]).fetchall()}
+
+
+def insert_items(ws, rows) -> None:
+    """New items (an Arrow table of dataset, item_id, split, text, reference, image_path, metadata, source), one transaction."""
+    with write(ws) as cur:
+        cur.register("incoming_items", rows)
+        try:
+            cur.execute(
+                """INSERT INTO items (dataset, item_id, split, text, reference, image_path, metadata, source, imported_at)
+                   SELECT dataset, item_id, split, text, reference, image_path, metadata::JSON, source, ?
+                   FROM incoming_items""",
+                [now()],
+            )
+        finally:
+            cur.unregister("incoming_items")
+
+
+def select_items(ws, dataset: str, split: str | None, limit: int | None) -> list[dict]:
+    """The items a sampling or eval run freezes into its job folder, in item order."""
+    sql, params = "SELECT dataset, item_id, text, reference FROM items WHERE dataset = ?", [dataset]
+    if split:
+        sql += " AND split = ?"
+        params.append(split)
+    sql += " ORDER BY item_id"
+    if limit:
+        sql += " LIMIT ?"
+        params.append(int(limit))
+    rows = ws.cursor().execute(sql, params).fetchall()
+    return [{"dataset": d, "item_id": i, "text": t, "reference": r} for d, i, t, r in rows]
+
+
+def reference_records(ws, dataset: str, split: str | None) -> list[dict]:
+    """{text, reference} of the items with a reference (SFT on references), in item order."""
+    sql, params = "SELECT text, reference FROM items WHERE dataset = ? AND reference IS NOT NULL", [dataset]
+    if split:
+        sql += " AND split = ?"
+        params.append(split)
+    return [{"text": t, "reference": r} for t, r in ws.cursor().execute(sql + " ORDER BY item_id", params).fetchall()]
+
+
+def references_of_run(ws, run_id: str) -> dict[str, str | None]:
+    """item_id -> reference of the items a run sampled."""
+    return dict(ws.cursor().execute(
+        "SELECT item_id, reference FROM items WHERE (dataset, item_id) IN "
+        "(SELECT DISTINCT dataset, item_id FROM candidates WHERE run_id = ?)", [run_id]).fetchall())

@@ -8,13 +8,13 @@ from pathlib import Path
 
 import duckdb
 
-from core.store import WorkspaceError, now
+from core.store import WorkspaceError, now, workspace_of, write
 
 STAGES = ("vanilla", "sft", "dpo")
 
 
 def register_model(
-    cur: duckdb.DuckDBPyConnection,
+    db,
     *,
     name: str,
     path: str,
@@ -23,17 +23,25 @@ def register_model(
     parent: str | None = None,
     config: dict | None = None,
 ) -> str:
-    """Add or update a model in the registry (idempotent by name). Returns the name."""
+    """Add or update a model in the registry (idempotent by name), through the write door. Returns the name.
+    `db` is the workspace, or a cursor on it."""
     if stage is not None and stage not in STAGES and not re.fullmatch(r"(dpo|sft)\d+", stage):
         raise WorkspaceError(f"Unknown stage {stage!r}: use one of {', '.join(STAGES)} "
                              "(or dpo2, dpo3… for later DPO rounds, sft2… for SFT trained further).")
-    cur.execute(
-        """INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)
-           ON CONFLICT (name) DO UPDATE SET path = excluded.path, family = excluded.family,
-             stage = excluded.stage, parent = excluded.parent, config = excluded.config""",
-        [name, str(path), family, stage, parent, json.dumps(config or {}), now()],
-    )
+    with write(workspace_of(db)) as cur:
+        cur.execute(
+            """INSERT INTO models VALUES (?, ?, ?, ?, ?, ?, ?)
+               ON CONFLICT (name) DO UPDATE SET path = excluded.path, family = excluded.family,
+                 stage = excluded.stage, parent = excluded.parent, config = excluded.config""",
+            [name, str(path), family, stage, parent, json.dumps(config or {}), now()],
+        )
     return name
+
+
+def get_model(ws, name: str) -> dict | None:
+    """A registered model's name, path, family, stage and parent, or None."""
+    rows = ws.cursor().execute("SELECT name, path, family, stage, parent FROM models WHERE name = ?", [name]).fetchall()
+    return dict(zip(("name", "path", "family", "stage", "parent"), rows[0])) if rows else None
 
 
 def resolve_model(cur: duckdb.DuckDBPyConnection, model: str, need_local: bool = True) -> dict:
