@@ -101,6 +101,22 @@ def cmd_demo(args) -> int:
     return 0
 
 
+def cmd_demo_measure(args) -> int:
+    """Measure the shipped demo models again through the product's sampler (no retraining)."""
+    from core.demo.models import DEFAULT_MODELS_DIR, FAMILIES, measure_demo_models
+
+    families = [f.strip() for f in (args.families or ",".join(FAMILIES)).split(",") if f.strip()]
+    out = Path(args.out) if args.out else DEFAULT_MODELS_DIR
+    try:
+        res = measure_demo_models(out, families, quiet=args.json)
+    except FileNotFoundError as e:
+        raise WorkspaceError(str(e)) from None
+    lines = [f"  {f:<6} quality {r['old']['quality']:.3f} → {r['new']['quality']:.3f}  degenerate "
+             f"{r['old']['degenerate']} → {r['new']['degenerate']}/{r['new']['n']}" for f, r in res.items()]
+    _emit(args, {"out": str(out.resolve()), "families": res}, "\n".join([f"Demo models in {out.resolve()}, SFT on validation:"] + lines))
+    return 0
+
+
 def cmd_demo_build(args) -> int:
     from core.demo.models import DEFAULT_MODELS_DIR, FAMILIES, DemoBuildConfig, build_demo_models
 
@@ -454,12 +470,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--images", action="store_true", help="also render each document as a PNG")
     sp.add_argument("--no-models", action="store_true", help="import the documents only; do not build or register models")
     sp.add_argument("--models-dir", help="where the demo models are (built there if missing)")
-    bp = _subcommands(sp, "demo_command", "build", required=False)(
+    demo_command = _subcommands(sp, "demo_command", "build|measure", required=False)
+    bp = demo_command(
         "build", cmd_demo_build, "build the demo model families (vanilla and SFT) on CPU", workspace=False)
     bp.add_argument("--families", help="comma-separated families to build (default: all)")
     bp.add_argument("--out", help="output folder for the models")
     # families: the comma-separated --families above; sft_steps and spec_overrides (dicts per family) have no flag
     add_flags(bp, DemoBuildConfig, skip=("families", "sft_steps", "spec_overrides"))
+    mp = demo_command(
+        "measure", cmd_demo_measure, "measure the demo SFT models again on validation, through the product's sampler", workspace=False)
+    mp.add_argument("--families", help="comma-separated families to measure (default: all)")
+    mp.add_argument("--out", help="the models' folder (default: the shipped data/models)")
 
     sp = command("sample", cmd_sample, "sample N candidates per item from a model, as a background job")
     add_flags(sp, SampleConfig, flags={**model_dataset, "timeout_s": ["--timeout", "--timeout-s"]},

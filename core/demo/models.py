@@ -10,27 +10,34 @@ Per family (GPT-2-, Llama- and Qwen2-shaped transformers configs of about 1–2M
    (prompt = document text + instruction, completion = the JSON transcription), short documents
    first, stopped inside the window where greedy decoding still loops on some held-out documents
    (DESIGN.md, "What the demo experiment showed"): those loops are what the rest of the app mines;
-4. evaluation on the validation split under the default evaluation decoding (greedy,
-   ``max_new_tokens`` covering the longest reference plus a margin, saved as the model's
-   ``generation_config``): quality ((Levenshtein ratio + BLEU-4)/2, ``core.metrics``) and the
-   degeneration rate (``core.detect.analyze``).
+4. evaluation of the saved SFT model on the validation split under the default evaluation
+   decoding (greedy, ``max_new_tokens`` covering the longest reference plus a margin, saved as the
+   model's ``generation_config``), through the product's own path: decoded by
+   ``core.samplers.transformers.TransformersSampler`` (loaded by ``core.loader``), scored with
+   ``core.policy.metrics.quality`` ((Levenshtein ratio + BLEU-4)/2) and ``core.policy.detect.analyze``.
 
 ``build_demo_models`` writes ``<out>/<family>/{vanilla,sft}/`` (``save_pretrained``, loadable with
 ``AutoModelForCausalLM``/``AutoTokenizer``), the runs' ``metrics.jsonl`` and ``<out>/manifest.json``.
+``measure_demo_models`` re-measures saved SFT models the same way without retraining (it rewrites
+the manifest's ``validation`` and ``runs/sft/{evaluation.json,validation_outputs.jsonl}``).
 ``register_demo_models`` puts them into a workspace's models table (family, stage, parent).
 
 Measured for the shipped build (seed 0, built with OMP_NUM_THREADS=1 on the shared 2-core box;
+re-measured 2026-12 through the product's sampler by ``measure_demo_models``, one thread;
 100 validation documents, greedy, max_new_tokens 736; "hit limit" = no EOS before the limit):
 
     family  params  SFT steps  quality  degenerate (core.detect)  hit limit  valid JSON
-    llama   1.18M   175        0.315    4/100  (95% CI 1.6–9.8%)  31/100     13/100
-    qwen2   1.02M   205        0.360    14/100 (95% CI 8.5–22%)   69/100     20/100
-    gpt2    1.12M   250        0.234    22/100 (95% CI 15–31%)    78/100     22/100
+    llama   1.18M   175        0.322    3/100  (95% CI 1.0–8.5%)  32/100     14/100
+    qwen2   1.02M   205        0.365    13/100 (95% CI 7.8–21%)   67/100     20/100
+    gpt2    1.12M   250        0.230    19/100 (95% CI 13–28%)    78/100     22/100
 
+(The build's own figures, from its former generation loop in the build environment, were
+0.315 4/100, 0.360 14/100, 0.234 22/100; that loop run today gives the sampler's outputs exactly,
+so the difference is the environment's floating point, not the measurement.)
 (degeneration measured with the current detector, which masks numbers with their inner separators
 and so counts the templated item-row loops.) The loop window is narrow and not monotonic in the SFT
 budget: qwen2 at 200/205/210/215/225/240 steps looped on 42/14/9/0/5/2 of 100 validation documents
-(quality 0.360/0.360/0.419/0.302/0.319/0.393), so a family's ``sft_steps`` is picked from such a
+(quality 0.360/0.360/0.419/0.302/0.319/0.393; the sweep's own measurement), so a family's ``sft_steps`` is picked from such a
 sweep (``DemoBuildConfig.sft_steps`` overrides it per family).
 
 At this budget the models have learned the JSON layout and the vocabulary but do not yet copy
@@ -71,7 +78,7 @@ __all__ = [
     "vanilla_corpus",
 ]
 
-DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[1] / "data" / "models"
+DEFAULT_MODELS_DIR = Path(__file__).resolve().parents[2] / "data" / "models"  # the repo root's data/models
 DEMO_MAX_ITEMS = 12  # invoice tables of the demo models' documents: 1..12 items
 EOS = "<|endoftext|>"
 PAD = "<|pad|>"
