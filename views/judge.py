@@ -77,14 +77,15 @@ if len(df) and df["overall"].notna().any():
 st.subheader("Mine pairs")
 st.caption("Chosen: the best non-degenerate candidate above the floor that stopped by itself. Rejected: a degenerate candidate first, "
            "else one worse by the margin. Items without a clear gap give no pair.")
-c = st.columns(6)
+c, t = st.columns(3), st.columns(3)
 policy = PairPolicy(
     min_chosen=c[0].slider("Quality floor", 0.0, 1.0, PairPolicy.min_chosen, 0.05, help=hp["min_chosen"]),
     min_margin=c[1].slider("Margin", 0.0, 1.0, PairPolicy.min_margin, 0.05, help=hp["min_margin"]),
     max_pairs_per_item=c[2].number_input("Pairs per item", 1, 16, PairPolicy.max_pairs_per_item, help=hp["max_pairs_per_item"]),
-    reference_as_chosen=c[3].toggle("Reference as chosen", help=hp["reference_as_chosen"]),
-    degenerate_only=c[4].toggle("Degenerate rejected only", help=hp["degenerate_only"]),
-    chosen_must_finish=c[5].toggle("Chosen must finish", value=PairPolicy.chosen_must_finish, help=hp["chosen_must_finish"]),
+    chosen_must_finish=t[0].toggle("Chosen must have stopped by itself", value=PairPolicy.chosen_must_finish,
+                                   help=hp["chosen_must_finish"]),
+    degenerate_only=t[1].toggle("Degenerate rejected only", help=hp["degenerate_only"]),
+    reference_as_chosen=t[2].toggle("Reference as chosen", help=hp["reference_as_chosen"]),
 )
 preview = mine_run(ws, judge_run, policy, write=False)
 c = st.columns(4)
