@@ -77,7 +77,8 @@ def test_kill_9_then_resume_equals_an_uninterrupted_run(demo_ws, tiny_model):
 
 
 def test_cancel_marks_the_run_cancelled(demo_ws, tiny_model):
-    run_id = start_sampling(demo_ws, cfg(tiny_model, decoding={"max_new_tokens": 200}))
+    # enough work that the job is surely still running a second after it started (200 tokens once finished first)
+    run_id = start_sampling(demo_ws, cfg(tiny_model, decoding={"n": 8, "max_new_tokens": 1500}))
     deadline = time.time() + 120
     while jobs.job_state(demo_ws.jobs_dir / run_id).status != "running" and time.time() < deadline:
         time.sleep(0.05)

@@ -145,13 +145,10 @@ class LLMJudge:
     def __init__(self, cfg: JudgeConfig, rubric: list[Criterion], sampler=None):
         from core.samplers import make_sampler
         from core.samplers.base import DecodingConfig
-        from core.steps.sample import SampleConfig
 
         self.cfg, self.rubric = cfg, rubric
         self.decoding = DecodingConfig(n=0, with_greedy=True, max_new_tokens=cfg.max_new_tokens)
-        self.sampler = sampler or make_sampler(
-            SampleConfig(model=cfg.judge_model or "", backend=cfg.backend, base_url=cfg.base_url), cfg.judge_model or ""
-        )
+        self.sampler = sampler or make_sampler(cfg.backend, cfg.judge_model or "", model=cfg.judge_model or "", base_url=cfg.base_url)
         self.label = f"llm:{cfg.judge_model}"
 
     def judge(self, batch: list[dict]) -> list[Judgment]:

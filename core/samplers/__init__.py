@@ -16,34 +16,43 @@ from pathlib import Path
 from core.samplers.base import Sampler, SamplerError
 
 
-def _transformers(cfg, model_path: str) -> Sampler:
+def _transformers(o: dict, model_path: str) -> Sampler:
     from core.samplers.transformers import TransformersSampler
 
-    return TransformersSampler(model_path, cfg.device)
+    return TransformersSampler(model_path, o["device"])
 
 
-def _vllm(cfg, model_path: str) -> Sampler:
+def _vllm(o: dict, model_path: str) -> Sampler:
     from core.samplers.vllm import VLLMSampler
 
-    return VLLMSampler(model_path, cfg.device)
+    return VLLMSampler(model_path, o["device"])
 
 
-def _openai(cfg, model_path: str) -> Sampler:
+def _openai(o: dict, model_path: str) -> Sampler:
     from core.samplers.openai import OpenAISampler
 
-    return OpenAISampler(cfg.server_model or cfg.model, cfg.base_url, cfg.api_key_env, cfg.concurrency, cfg.timeout_s, cfg.retries)
+    return OpenAISampler(o["server_model"] or o["model"] or model_path, o["base_url"], o["api_key_env"], o["concurrency"],
+                         o["timeout_s"], o["retries"])
 
 
-# backend name -> constructor from a sampling config (any object with the SampleConfig fields it reads)
+# backend name -> constructor from the options below and the model's path
 SAMPLERS = {"transformers": _transformers, "vllm": _vllm, "openai": _openai}
 BACKENDS = tuple(SAMPLERS)
 LOCAL_BACKENDS = ("transformers", "vllm")  # backends that load the model on this machine
+# What a backend may be given, with defaults (a sampling run's config has a field of each name).
+OPTIONS = {"model": "", "device": "auto", "base_url": None, "api_key_env": "OPENAI_API_KEY", "server_model": None,
+           "concurrency": 8, "timeout_s": 120.0, "retries": 3}
 
 
-def make_sampler(cfg, model_path: str) -> Sampler:
-    """The backend `cfg.backend` names, ready to generate."""
-    if cfg.backend not in SAMPLERS:
-        raise SamplerError(f"unknown backend {cfg.backend!r}: choose one of {', '.join(BACKENDS)}")
-    if cfg.backend in LOCAL_BACKENDS and not Path(model_path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
+def make_sampler(backend: str, model_path: str, **options) -> Sampler:
+    """The backend `backend` names, ready to generate; `options` are OPTIONS' names (the others default)."""
+    if backend not in SAMPLERS:
+        raise SamplerError(f"unknown backend {backend!r}: choose one of {', '.join(BACKENDS)}")
+    if backend in LOCAL_BACKENDS and not Path(model_path).exists() and os.environ.get("HF_HUB_OFFLINE") == "1":
         raise SamplerError(f"model {model_path!r} is not a local path and the hub is offline")
-    return SAMPLERS[cfg.backend](cfg, model_path)
+    return SAMPLERS[backend]({**OPTIONS, **options}, model_path)
+
+
+def sampler_for(cfg, model_path: str) -> Sampler:
+    """The backend of a sampling run's config (any object with OPTIONS' fields and `backend`)."""
+    return make_sampler(cfg.backend, model_path, **{k: getattr(cfg, k) for k in OPTIONS})

@@ -19,7 +19,7 @@ from core.config import option
 from core.policy.detect import analyze
 from core.policy.metrics import quality
 from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt
-from core.samplers import BACKENDS, make_sampler
+from core.samplers import BACKENDS, sampler_for
 from core.samplers.base import DecodingConfig, ItemSkipped, Request, SamplerError
 from core.store import candidates as store_candidates
 from core.store import items as store_items
@@ -103,7 +103,7 @@ def run_job(ctx) -> None:
     todo = [it for it in items if it["item_id"] not in done_ids]
     total = len(items)
     ctx.progress(total - len(todo), total, "loading the model")
-    sampler = make_sampler(cfg, ctx.spec["model_path"])
+    sampler = sampler_for(cfg, ctx.spec["model_path"])
     ctx.log(f"{len(todo)} of {total} items to sample with {sampler.name} ({len(done_ids)} already done)")
     done = total - len(todo)
     step = max(1, cfg.items_per_shard)
