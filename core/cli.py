@@ -393,7 +393,8 @@ def cmd_serve(args) -> int:
     from core.serve import CompletionsServer
 
     server = CompletionsServer(args.model, args.host, args.port, args.name)
-    print(f"Serving {args.model} on http://{args.host}:{server.server_port}/v1/completions (Ctrl-C stops)", file=sys.stderr)
+    kind = "a vision model: send pages to /v1/chat/completions" if server.sampler.vision else "/v1/completions and /v1/chat/completions"
+    print(f"Serving {args.model} on http://{args.host}:{server.server_port}/v1 ({kind}; Ctrl-C stops)", file=sys.stderr)
     try:
         server.serve_forever()
     except KeyboardInterrupt:
@@ -467,7 +468,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--n-validation", type=int, default=100, help="validation documents (default 100)")
     sp.add_argument("--n-test", type=int, default=300, help="test documents (default 300)")
     sp.add_argument("--noise", type=float, default=0.3, help="OCR noise level of the inputs, 0..1 (default 0.3)")
-    sp.add_argument("--images", action="store_true", help="also render each document as a PNG")
+    sp.add_argument("--images", action=BoolFlag, default=True, help="render each document as its page image (PNG), which the demo VLM reads (default on; --no-images for text only)")
     sp.add_argument("--no-models", action="store_true", help="import the documents only; do not build or register models")
     sp.add_argument("--models-dir", help="where the demo models are (built there if missing)")
     demo_command = _subcommands(sp, "demo_command", "build|measure", required=False)

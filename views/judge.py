@@ -35,12 +35,13 @@ with st.expander("New judging run", expanded=not jobs.list_runs(ws, "judge", lim
         other = c3.text_input("Other judge model: path, hub id or server model name")
         backend = c2.selectbox("Backend (llm)", BACKENDS, help=h["backend"])
         base_url = c1.text_input("Server URL (llm, openai backend)", help=h["base_url"])
+        images = c3.selectbox("Show the judge the page (llm)", ["auto", "on", "off"], help=h["images"])
         st.caption("Rubric: criteria scored 0–1; the overall score is their weighted mean.")
         rubric = st.data_editor([dataclasses.asdict(c) for c in DEFAULT_RUBRIC], num_rows="dynamic", width="stretch", key="rubric")
         submitted = st.form_submit_button("Judge", type="primary", icon=":material/gavel:")
     if submitted:
         cfg = JudgeConfig(judge=judge, rubric=[dict(r) for r in rubric if r.get("name")], backend=backend,
-                          base_url=base_url.strip() or None,
+                          base_url=base_url.strip() or None, images=images,
                           judge_model=(other.strip() or None) if judge_model == "Other…" else judge_model)
         try:
             if judge == "llm" and judge_model == "Other…" and backend != "openai" and cfg.judge_model:

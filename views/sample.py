@@ -4,6 +4,7 @@ import streamlit as st
 
 from core import jobs
 from core.present.render import md_escape, render_text_html
+from core.images import DEFAULT_MAX_PIXELS
 from core.samplers import BACKENDS
 from core.samplers.base import DecodingConfig
 from core.steps.sample import SampleConfig, run_summary, start_sampling
@@ -49,12 +50,25 @@ with st.expander("New sampling run", expanded=not jobs.list_runs(ws, "sample", l
         seed = c2.number_input("Seed", 0, 2**31 - 1, d.seed, help=hd["seed"])
         greedy = c3.checkbox("Add the greedy decode", d.with_greedy, help=hd["with_greedy"])
         early = c4.checkbox("Loop-aware early stop", d.early_stop, help=hd["early_stop"])
+        c1, c2, c3, c4 = st.columns(4)
+        images = c1.selectbox("Page images", ["auto", "on", "off"], help=h["images"])
+        max_pixels = c2.number_input("Max pixels per page", 1024, 50_000_000, DEFAULT_MAX_PIXELS, step=100_000, help=h["max_pixels"])
+        endpoint = c3.selectbox("Endpoint (openai backend)", ["auto", "completions", "chat"], help=h["endpoint"])
+        st.caption("vLLM engine (GPU machines)")
+        c1, c2, c3, c4, c5 = st.columns(5)
+        tp = c1.number_input("Tensor parallel", 1, 64, 1, help=h["tensor_parallel_size"])
+        dp = c2.number_input("Data parallel", 1, 64, 1, help=h["data_parallel_size"])
+        gpu_mem = c3.number_input("GPU memory share", 0.05, 1.0, 0.9, step=0.05, help=h["gpu_memory_utilization"])
+        max_len = c4.number_input("Max model length (0 = model's)", 0, 1_048_576, 0, help=h["max_model_len"])
+        min_pixels = c5.number_input("Min pixels (0 = processor's)", 0, 50_000_000, 0, help=h["min_pixels"])
         submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:")
     if submitted:
         model = other.strip() if pick == labels[-1] else models[labels.index(pick)]["name"]
         cfg = SampleConfig(
             model=model, dataset=dataset or "", split=None if split == "(all)" else split, limit=limit or None,
-            backend=backend, base_url=base_url.strip() or None,
+            backend=backend, base_url=base_url.strip() or None, images=images, max_pixels=int(max_pixels), endpoint=endpoint,
+            tensor_parallel_size=int(tp), data_parallel_size=int(dp), gpu_memory_utilization=float(gpu_mem),
+            max_model_len=int(max_len) or None, min_pixels=int(min_pixels) or None,
             decoding=DecodingConfig(n=n, temperature=temperature, top_p=top_p, top_k=top_k, max_new_tokens=max_new,
                                     seed=seed, with_greedy=greedy, early_stop=early),
         )
@@ -81,6 +95,8 @@ def run_view(run_id: str):
     cols[3].metric("Degeneration rate", f"{s['degeneration_rate']:.1%}")
     cols[4].metric("Mean tokens", s["mean_tokens"])
     st.caption("Finish reasons: " + (", ".join(f"{k} {v:,}" for k, v in s["finish_reasons"].items()) or "none yet"))
+    for w in s["warnings"]:
+        st.warning(md_escape(w, 500), icon=":material/warning:")
     if s["skipped"]:
         with st.expander(f"{len(s['skipped'])} items skipped", icon=":material/warning:"):
             st.dataframe([{"item": k, "reason": v} for k, v in s["skipped"].items()], hide_index=True)

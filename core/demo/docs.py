@@ -319,19 +319,50 @@ def render_noisy_text(doc: DemoDocument, noise: float, rng: random.Random) -> st
     return "\n".join(out)
 
 
+FONT_PATH = Path(__file__).resolve().parents[2] / "data" / "fonts" / "DejaVuSans.ttf"  # has ã, ç, é, í
+PAGE_SIZE = (640, 640)  # every page the same size, as scans are: how far the text runs down the page shows
+# how many lines (item rows) it has, the cue a tiny VLM learns first
+
+
+def page_font(size: int = 12, bold: bool = False):
+    """DejaVu Sans (shipped in data/fonts; Pillow's default font draws Portuguese accents as boxes)."""
+    from PIL import ImageFont
+
+    name = "DejaVuSans-Bold.ttf" if bold else "DejaVuSans.ttf"
+    for path in (FONT_PATH.with_name(name), Path("/usr/share/fonts/truetype/dejavu") / name):
+        try:
+            return ImageFont.truetype(str(path), size)
+        except OSError:  # a checkout without data/fonts: Debian's copy, else Pillow's scalable default
+            continue
+    return ImageFont.load_default(size)
+
+
 def render_image(doc: DemoDocument, path: Path) -> Path:
-    """Draw the clean document layout as a PNG with Pillow's default font."""
-    from PIL import Image, ImageDraw, ImageFont
+    """Draw the clean document on a fixed-size white page as a PNG, the way printed forms look: a
+    bold title over a rule, and the invoice's item table banded (alternate rows shaded) and ruled,
+    so its rows can be seen, and counted, even where the text is too small to read."""
+    from PIL import Image, ImageDraw
 
     lines = _clean_lines(doc)
-    font = ImageFont.load_default()
-    line_h = 14
-    width = max(400, 8 + 7 * max(len(s) for s in lines))
-    height = 16 + line_h * len(lines)
-    img = Image.new("RGB", (width, height), "white")
+    font, bold = page_font(12), page_font(14, bold=True)
+    line_h, left, top = 16, 16, 16
+    width = PAGE_SIZE[0] - 2 * left
+    img = Image.new("RGB", PAGE_SIZE, "white")
     draw = ImageDraw.Draw(img)
+    header = lines.index("descricao|quantidade|valor_unitario|total") if doc.kind == "invoice" else None
     for i, s in enumerate(lines):
-        draw.text((8, 8 + i * line_h), s, fill="black", font=font)
+        y = top + i * line_h
+        if i == 0:
+            draw.text((left, y - 2), s, fill="black", font=bold)
+            draw.line([(left, y + line_h - 1), (left + width, y + line_h - 1)], fill="black", width=2)
+            continue
+        if header is not None and header <= i < header + 1 + doc.n_items:
+            row = i - header
+            shade = (150, 150, 150) if row == 0 else (205, 205, 205) if row % 2 else None
+            if shade:
+                draw.rectangle([(left, y - 1), (left + width, y + line_h - 2)], fill=shade)
+            draw.line([(left, y + line_h - 2), (left + width, y + line_h - 2)], fill="black", width=1)
+        draw.text((left + 4, y), s, fill="black", font=bold if header is not None and i == header else font)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     img.save(path, format="PNG")

@@ -100,6 +100,14 @@ class FamilySpec:
     intermediate_size: int = 512
     sft_steps: int = 175  # inside the loop window (see module doc)
     sft_learning_rate: float = 2e-3
+    vision: bool = False  # a vision-language model that reads the page image only (core.demo.vlm)
+    image_size: int = 256  # vision: the square the page is scaled to
+    patch_size: int = 16
+    image_tokens: int = 64  # vision: tokens per page (must divide the patch grid evenly)
+    vision_hidden_size: int = 64
+    vision_layers: int = 2
+    vanilla_steps: int | None = None  # None: the build's vanilla_steps (vision: caption pretraining steps)
+    vanilla_batch_size: int | None = None  # None: the build's batch size
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -109,11 +117,17 @@ FAMILIES: dict[str, FamilySpec] = {
     "llama": FamilySpec("llama", "llama", hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=4, intermediate_size=512, sft_steps=175),
     "qwen2": FamilySpec("qwen2", "qwen2", hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=448, sft_steps=205),
     "gpt2": FamilySpec("gpt2", "gpt2", hidden_size=128, num_layers=4, num_heads=4, intermediate_size=512, sft_steps=250),
+    "gemma3": FamilySpec("gemma3", "gemma3", hidden_size=128, num_layers=4, num_heads=4, num_kv_heads=2, intermediate_size=448,
+                         sft_steps=200, vision=True, vanilla_steps=300, vanilla_batch_size=16),
 }
 
 
 def make_model(spec: FamilySpec, tokenizer, max_positions: int, seed: int = 0):
-    """A freshly initialised causal LM of the family's shape, sized to ``tokenizer``."""
+    """A freshly initialised model of the family's shape, sized to ``tokenizer`` (a VLM: core.demo.vlm)."""
+    if spec.vision:
+        from core.demo.vlm import make_vlm
+
+        return make_vlm(spec, tokenizer, max_positions, seed)
     import torch
     from transformers import (
         GPT2Config,
@@ -191,11 +205,12 @@ class DemoBuildConfig:
 # --------------------------------------------------------------------------- data
 
 
-def demo_records(cfg: DemoBuildConfig) -> list[dict]:
-    """The build's documents (train + validation; no test split is used here)."""
+def demo_records(cfg: DemoBuildConfig, images_dir: Path | None = None) -> list[dict]:
+    """The build's documents (train + validation; no test split is used here), with their page
+    images rendered into ``images_dir`` when given (the VLM family reads them)."""
     return build_demo_records(
         seed=cfg.seed, n_train=cfg.n_train, n_validation=cfg.n_validation, n_test=0,
-        noise=cfg.noise, max_items=cfg.max_items,
+        noise=cfg.noise, max_items=cfg.max_items, images_dir=images_dir,
     )
 
 
@@ -286,7 +301,7 @@ def curriculum(records: Sequence[dict], n_examples: int, seed: int, tokenizer=No
 def evaluate_model(
     model, tokenizer, records: Sequence[dict], *, max_new_tokens: int, batch_size: int = 20,
     instruction: str = DEFAULT_INSTRUCTION, progress: Callable[[int], None] | None = None,
-    keep_outputs: bool = False, device: str = "cpu",
+    keep_outputs: bool = False, device: str = "cpu", pages: Sequence | None = None,
 ) -> dict:
     """Quality and degeneration rate of greedy outputs on ``records`` (items with a reference),
     measured the way the product's evaluation measures them: decoded by
@@ -294,7 +309,8 @@ def evaluate_model(
     ``tokenizer`` None, or a loaded model with its tokenizer), scored with ``core.policy.detect.analyze``,
     ``core.policy.metrics.quality`` and ``core.steps.evaluate.wilson_interval``. Documents are
     decoded ``batch_size`` at a time, shortest prompts first (less padding); ``n_tokens`` counts
-    the EOS token of an output that stopped, as the sampler does."""
+    the EOS token of an output that stopped, as the sampler does. A vision model reads each record's
+    page (``record["image"]``, or ``pages[i]`` — e.g. blank pages, to see what the page is worth)."""
     from core.policy.detect import analyze
     from core.policy.metrics import quality
     from core.samplers.base import DecodingConfig, ItemSkipped, Request
@@ -307,12 +323,20 @@ def evaluate_model(
         sampler = TransformersSampler(str(model) if isinstance(model, Path) else model, device, tokenizer=tokenizer)
     sampler.max_batch_rows = max(sampler.max_batch_rows, batch_size)
     decoding = DecodingConfig(n=0, with_greedy=True, max_new_tokens=max_new_tokens, early_stop=False)
-    prompts = [sampler.format_prompt(build_prompt(r["text"], instruction), "auto") for r in records]
-    order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+    if sampler.vision:
+        from core.images import load_image
+
+        prompts = [sampler.format_image_prompt(instruction, "auto")] * len(records)
+        images = list(pages) if pages is not None else [load_image(r["image"]) for r in records]
+        order = list(range(len(records)))
+    else:
+        prompts = [sampler.format_prompt(build_prompt(r["text"], instruction), "auto") for r in records]
+        images = [None] * len(records)
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     outs: list[dict | None] = [None] * len(records)
     for b in range(0, len(order), max(1, batch_size)):
         idx = order[b : b + batch_size]
-        results = sampler.generate([Request(prompts[i], 1, True, 0) for i in idx], decoding)
+        results = sampler.generate([Request(prompts[i], 1, True, 0, images[i]) for i in idx], decoding)
         for i, res in zip(idx, results):
             if isinstance(res, ItemSkipped):
                 raise ValueError(f"document {records[i].get('id')!r} cannot be evaluated: {res}")
@@ -370,8 +394,8 @@ def _write_evaluation(fam_dir: Path, ev: dict) -> dict:
     return ev
 
 
-def _validation_records(cfg: DemoBuildConfig) -> list[dict]:
-    return [r for r in demo_records(cfg) if r["split"] == "validation"]
+def _validation_records(cfg: DemoBuildConfig, images_dir: Path | None = None) -> list[dict]:
+    return [r for r in demo_records(cfg, images_dir) if r["split"] == "validation"]
 
 
 def _manifest_build_config(manifest: dict) -> DemoBuildConfig:
@@ -392,8 +416,11 @@ def measure_demo_models(
     manifest = load_manifest(out)
     if not manifest:
         raise FileNotFoundError(f"no manifest.json in {out}: build the demo models first")
+    import tempfile
+
     cfg = _manifest_build_config(manifest)
-    val = _validation_records(cfg)
+    pages = Path(tempfile.mkdtemp(prefix="loopbreak-demo-pages-"))
+    val = _validation_records(cfg, pages)
     max_new = int(manifest["max_new_tokens"])
     families = list(families or manifest.get("families", {}))
     result: dict[str, dict] = {}
@@ -409,6 +436,7 @@ def measure_demo_models(
         result[family] = {"old": entry.get("validation"), "new": ev}
         say(f"{family:<6} quality {ev['quality']:.3f}  degenerate {ev['degenerate']}/{ev['n']}  hit limit "
             f"{ev['hit_limit']}/{ev['n']}  valid JSON {ev['valid_json']}/{ev['n']}  [{time.time() - t0:.0f}s]")
+    shutil.rmtree(pages, ignore_errors=True)
     return result
 
 
@@ -455,7 +483,12 @@ def build_demo_models(
         raise ValueError(f"unknown families {unknown}; known: {', '.join(FAMILIES)}")
     t_all = time.time()
 
-    records = demo_records(cfg)
+    pages = None
+    if any(cfg.spec(f).vision for f in cfg.families):
+        import tempfile
+
+        pages = Path(tempfile.mkdtemp(prefix="loopbreak-demo-pages-"))
+    records = demo_records(cfg, pages)
     train = [r for r in records if r["split"] == "train"]
     val = [r for r in records if r["split"] == "validation"]  # = _validation_records(cfg)
     corpus = vanilla_corpus(cfg.n_vanilla_texts, cfg.seed)
@@ -474,15 +507,23 @@ def build_demo_models(
         if fam_dir.exists():
             shutil.rmtree(fam_dir)
         t_fam = time.time()
-        # vanilla
-        model = make_model(spec, tokenizer, cfg.max_positions, seed=cfg.seed)
+        # vanilla: generic pt_BR text; for the VLM, caption pretraining on the pages (core.demo.vlm)
+        tok, processor = tokenizer, None
+        if spec.vision:
+            from core.demo.vlm import caption, make_processor, vlm_tokenizer
+
+            tok = vlm_tokenizer(tokenizer)
+            processor = make_processor(tok, spec.image_size, spec.image_tokens)
+        model = make_model(spec, tok, cfg.max_positions, seed=cfg.seed)
         n_params = sum(p.numel() for p in model.parameters())
+        v_steps = spec.vanilla_steps or cfg.vanilla_steps
         vcfg = SFTRunConfig(
-            learning_rate=cfg.vanilla_learning_rate, max_steps=cfg.vanilla_steps,
-            per_device_train_batch_size=cfg.batch_size, max_length=cfg.vanilla_max_length,
-            warmup_steps=min(10, cfg.vanilla_steps // 5), seed=cfg.seed, logging_steps=10, device="cpu",
+            learning_rate=cfg.vanilla_learning_rate if not spec.vision else spec.sft_learning_rate, max_steps=v_steps,
+            per_device_train_batch_size=spec.vanilla_batch_size or cfg.batch_size,
+            max_length=None if spec.vision else cfg.vanilla_max_length,
+            warmup_steps=min(10, v_steps // 5), seed=cfg.seed, logging_steps=10, device="cpu",
         )
-        total = cfg.vanilla_steps + spec.sft_steps + len(val)
+        total = v_steps + spec.sft_steps + len(val)
         with _bar(total, f"{family}", quiet) as bar:
             bar.set_postfix_str("vanilla")
             last = [0]
@@ -491,11 +532,13 @@ def build_demo_models(
                 bar.update(s - last[0])
                 last[0] = s
 
+            vanilla_data = ([{"completion": caption(r), "image": r["image"]} for r in train] if spec.vision
+                            else [{"text": t} for t in corpus])
             train_sft(
-                vcfg, [{"text": t} for t in corpus], fam_dir / "vanilla", model=model, tokenizer=tokenizer,
+                vcfg, vanilla_data, fam_dir / "vanilla", model=model, tokenizer=tok, processor=processor,
                 run_dir=fam_dir / "runs" / "vanilla", progress=step,
             )
-            _save_generation_config(fam_dir / "vanilla", tokenizer, max_new)
+            _save_generation_config(fam_dir / "vanilla", tok, max_new)
             # SFT from vanilla
             last[0] = 0
             bar.set_postfix_str("sft")
@@ -506,10 +549,10 @@ def build_demo_models(
             )
             ordered = curriculum(train, spec.sft_steps * cfg.batch_size, cfg.seed, batch_size=cfg.batch_size if cfg.group_by_length else 0)
             res = train_sft(
-                scfg, ordered, fam_dir / "sft", model=str(fam_dir / "vanilla"), tokenizer=tokenizer,
+                scfg, ordered, fam_dir / "sft", model=str(fam_dir / "vanilla"), tokenizer=None if spec.vision else tokenizer,
                 run_dir=fam_dir / "runs" / "sft", progress=step,
             )
-            _save_generation_config(fam_dir / "sft", tokenizer, max_new)
+            _save_generation_config(fam_dir / "sft", tok, max_new)
             # evaluate the saved SFT model, as others will load it: through the product's sampler
             bar.set_postfix_str("eval")
             ev = evaluate_model(
@@ -522,6 +565,7 @@ def build_demo_models(
         entry = {
             "family": family,
             "architecture": spec.model_type,
+            "vision": spec.vision,
             "spec": spec.to_dict(),
             "n_params": n_params,
             "vanilla": {"path": f"{family}/vanilla", "name": f"demo-{family}-vanilla", "size_mb": _dir_mb(fam_dir / "vanilla")},
@@ -541,6 +585,8 @@ def build_demo_models(
             f"{100 * ev['degeneration_ci95'][1]:.1f}%)  valid JSON {ev['valid_json']}/{ev['n']}  "
             f"[{entry['build_seconds']:.0f}s]"
         )
+    if pages is not None:
+        shutil.rmtree(pages, ignore_errors=True)
     return _update_manifest(out, {**header, "build_seconds": round(time.time() - t_all, 1)}, {})
 
 
@@ -600,7 +646,8 @@ def register_demo_models(ws, models_dir: Path | str | None = None, *, build_miss
         for family in families:
             entry = manifest["families"].get(family, {})
             vname, sname = f"demo-{family}-vanilla", f"demo-{family}-sft"
-            common = {"architecture": entry.get("architecture"), "n_params": entry.get("n_params"), "demo": True}
+            common = {"architecture": entry.get("architecture"), "n_params": entry.get("n_params"), "demo": True,
+                      "vision": bool(entry.get("vision"))}
             names.append(register_model(
                 cur, name=vname, path=str((models_dir / family / "vanilla").resolve()), family=family, stage="vanilla",
                 parent=None, config=common,

@@ -32,6 +32,7 @@ class JudgeConfig:
     judge_model: str | None = option(None, "llm judge: registered model, local path, hub id, or the server's model name")
     backend: str = option("transformers", "llm judge: transformers, vllm or openai")
     base_url: str | None = option(None, "llm judge with the openai backend: server URL")
+    images: str = option("auto", "llm judge: show it the page image — auto (when the judge model reads images), on, off")
     max_candidate_chars: int = option(4000, "llm judge: longer candidates are cut in the middle with a marker")
     max_new_tokens: int = option(256, "llm judge: answer length limit")
     retries: int = option(1, "llm judge: new attempts when an answer cannot be parsed")

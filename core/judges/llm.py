@@ -19,14 +19,23 @@ def cut_middle(text: str, limit: int) -> str:
     return f"{head}\n[… {len(text) - len(head) - len(tail):,} characters cut …]\n{tail}"
 
 
-def judge_prompt(rubric: list[Criterion], document: str, reference: str | None, candidate: str, limit: int) -> str:
+def judge_prompt(rubric: list[Criterion], document: str, reference: str | None, candidate: str, limit: int,
+                 page: bool = False) -> str:
+    """The rubric prompt. ``page``: the judge is a vision model shown the page image itself, which is
+    the document; the OCR text, when the item has one, follows as a secondary hint."""
     crits = "\n".join(f"- {c.name}: {c.description}" for c in rubric)
     ref = f"\nREFERENCE TRANSCRIPTION:\n{cut_middle(reference, limit)}\n" if reference else ""
     example = ", ".join(f'"{c.name}": 7' for c in rubric)
+    if page:
+        lead = "You are grading a model's transcription of the document page in the image.\n"
+        doc = f"OCR TEXT OF THE PAGE (may contain errors; the image is what counts):\n{cut_middle(document, limit)}\n" if document else ""
+    else:
+        lead = "You are grading a model's transcription of a document.\n"
+        doc = f"DOCUMENT:\n{cut_middle(document, limit)}\n"
     return (
-        "You are grading a model's transcription of a document.\n"
+        lead +
         f"Score each criterion from 0 (worst) to 10 (best):\n{crits}\n\n"
-        f"DOCUMENT:\n{cut_middle(document, limit)}\n{ref}\n"
+        f"{doc}{ref}\n"
         f"CANDIDATE OUTPUT:\n{cut_middle(candidate, limit)}\n\n"
         'Answer with one JSON object and nothing else, e.g. {"scores": {' + example + '}, "overall": 7, '
         '"rationale": "one short sentence"}\nANSWER:'
@@ -148,25 +157,45 @@ class LLMJudge:
 
         self.cfg, self.rubric = cfg, rubric
         self.decoding = DecodingConfig(n=0, with_greedy=True, max_new_tokens=cfg.max_new_tokens)
-        self.sampler = sampler or make_sampler(cfg.backend, cfg.judge_model or "", model=cfg.judge_model or "", base_url=cfg.base_url)
+        self.sampler = sampler or make_sampler(cfg.backend, cfg.judge_model or "", model=cfg.judge_model or "",
+                                                base_url=cfg.base_url, images=cfg.images, endpoint="auto")
         self.label = f"llm:{cfg.judge_model}"
+
+    def _prompt(self, c: dict):
+        """(prompt, page image or None) for one candidate: a judge that reads images sees the page."""
+        from core.images import ImageProblem, load_image
+
+        page = None
+        if getattr(self.sampler, "vision", False) and self.cfg.images != "off" and c.get("image_path"):
+            try:
+                page = load_image(c["image_path"])
+            except ImageProblem:
+                page = None
+        if getattr(self.sampler, "vision", False) and page is None and self.sampler.name != "openai" and self.cfg.images != "off":
+            return None, None  # a VLM judge without the page has nothing to read
+        text = judge_prompt(self.rubric, c.get("document") or "", c.get("reference"), c["text"] or "",
+                            self.cfg.max_candidate_chars, page=page is not None)
+        if page is not None:
+            return self.sampler.format_image_prompt(text, "auto"), page
+        return self.sampler.format_prompt(text, "auto"), None
 
     def judge(self, batch: list[dict]) -> list[Judgment]:
         from core.samplers.base import Request
 
-        prompts = [
-            self.sampler.format_prompt(
-                judge_prompt(self.rubric, c.get("document") or "", c.get("reference"), c["text"] or "", self.cfg.max_candidate_chars), "auto"
-            )
-            for c in batch
-        ]
+        inputs = [self._prompt(c) for c in batch]
         out: list[Judgment | None] = [None] * len(batch)
         errors = [""] * len(batch)
-        todo = list(range(len(batch)))
+        todo = []
+        for i, (prompt, _) in enumerate(inputs):
+            if prompt is None:
+                out[i] = Judgment(batch[i]["candidate_id"], {}, None, "", self.label,
+                                  "the judge reads page images and this item's page is missing or unreadable")
+            else:
+                todo.append(i)
         for _ in range(self.cfg.retries + 1):
             if not todo:
                 break
-            results = self.sampler.generate([Request(prompts[i], 1, True, 0) for i in todo], self.decoding)
+            results = self.sampler.generate([Request(inputs[i][0], 1, True, 0, inputs[i][1]) for i in todo], self.decoding)
             still = []
             for i, res in zip(todo, results):
                 if not isinstance(res, list) or not res:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 from core.config import option
 
@@ -28,6 +28,7 @@ class Request:
     n: int
     greedy: bool
     seed: int
+    image: Any = None  # the page (a PIL image) for a model that reads images; text-only backends ignore it
 
 
 @dataclass
@@ -51,9 +52,14 @@ class Sampler(Protocol):
     is fed it, and generations for a batch of requests, each the item's candidates or why it was skipped."""
 
     name: str
+    vision: bool  # whether requests carry the page image (a vision-language model, or a server sent images)
 
     def format_prompt(self, prompt: str, chat_template: str) -> str:
         """The exact string the model is fed for a built prompt (its chat template applied when asked)."""
+        ...
+
+    def format_image_prompt(self, instruction: str, chat_template: str) -> str:
+        """A vision model's prompt: the page's image placeholder, then the instruction (no document text)."""
         ...
 
     def generate(self, requests: list[Request], decoding: DecodingConfig) -> list[list[Generation] | ItemSkipped]:
@@ -68,3 +74,16 @@ def chat_prompt(tokenizer, prompt: str, chat_template: str) -> str:
     if not use:
         return prompt
     return tokenizer.apply_chat_template([{"role": "user", "content": prompt}], tokenize=False, add_generation_prompt=True)
+
+
+def image_prompt(processor, instruction: str, chat_template: str) -> str:
+    """A VLM's prompt as its processor's chat template renders an image part then the instruction
+    (``auto``/``on``), or, without a template (``off``), the image placeholder where a text model's
+    prompt has the document text. The image expands into its tokens only when the processor is called."""
+    use = chat_template == "on" or (chat_template == "auto" and getattr(processor, "chat_template", None))
+    if use:
+        content = [{"type": "image"}, {"type": "text", "text": instruction.strip()}]
+        return processor.apply_chat_template([{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True)
+    from core.policy.prompts import build_prompt
+
+    return build_prompt(processor.image_token, instruction)

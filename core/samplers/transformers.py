@@ -1,11 +1,16 @@
-"""The transformers backend: `model.generate` on CPU or GPU, a shard's items decoded together."""
+"""The transformers backend: `model.generate` on CPU or GPU, a shard's items decoded together.
+
+A vision-language model (``core.loader`` tells it by its config) is fed through its processor:
+each request's page image and prompt become ``input_ids`` with the image expanded into its tokens,
+plus every image input the architecture takes (``pixel_values``, ``token_type_ids``,
+``image_grid_thw``…), batched with left padding. Prompt lengths are counted after that expansion."""
 
 from __future__ import annotations
 
 import time
 
 from core.policy.detect import DetectConfig, tail_loop
-from core.samplers.base import chat_prompt, DecodingConfig, Generation, ItemSkipped, Request, SamplerError
+from core.samplers.base import chat_prompt, DecodingConfig, Generation, image_prompt, ItemSkipped, Request, SamplerError
 
 
 class _LoopStop:
@@ -50,25 +55,47 @@ class _LoopStop:
 class TransformersSampler:
     name = "transformers"
 
-    def __init__(self, model_path, device: str = "auto", *, tokenizer=None):
+    def __init__(self, model_path, device: str = "auto", *, tokenizer=None, processor=None):
         """``model_path``: a local path or hub id — or an already-loaded model with its ``tokenizer``
-        (the demo's build). Loading, dtype, device, padding and pad/EOS ids: ``core.loader``."""
-        from core.loader import LoadError, is_vision, load_config, load_model
+        (and ``processor``, for a VLM; the demo's build). Loading, dtype, device, padding and pad/EOS
+        ids: ``core.loader``."""
+        from core.loader import LoadError, load_model
 
-        name = model_path if isinstance(model_path, str) else type(model_path).__name__
         try:
-            if isinstance(model_path, str) and is_vision(load_config(model_path)):
-                raise SamplerError(f"vision models are not supported by this sampler yet ({name!r} has a vision part)")
-            lm = load_model(model_path, device=device, purpose="generate", tokenizer=tokenizer)
+            lm = load_model(model_path, device=device, purpose="generate", tokenizer=tokenizer, processor=processor)
         except LoadError as e:
             raise SamplerError(str(e)) from None
-        if lm.vision:
-            raise SamplerError(f"vision models are not supported by this sampler yet ({name!r} has a vision part)")
-        self.model, self.tokenizer, self.device = lm.model, lm.tokenizer, lm.device
-        self.eos_ids, self.pad_id, self.context = lm.eos_ids, lm.pad_id, lm.context
+        if lm.vision and lm.processor is None:
+            raise SamplerError(f"{model_path!r} has a vision part but no processor to read images with")
+        self.model, self.tokenizer, self.processor, self.device = lm.model, lm.tokenizer, lm.processor, lm.device
+        self.eos_ids, self.pad_id, self.context, self.vision = lm.eos_ids, lm.pad_id, lm.context, lm.vision
+        self.dtype = lm.dtype
 
     def format_prompt(self, prompt: str, chat_template: str) -> str:
         return chat_prompt(self.tokenizer, prompt, chat_template)
+
+    def format_image_prompt(self, instruction: str, chat_template: str) -> str:
+        return image_prompt(self.processor, instruction, chat_template)
+
+    def _encode(self, reqs: list[Request]):
+        """Tensors for a batch of requests: the tokenizer's, or the processor's with the page images."""
+        if not self.vision:
+            return self.tokenizer([r.prompt for r in reqs], return_tensors="pt", padding=True, add_special_tokens=False)
+        missing = [r for r in reqs if r.image is None]
+        if missing:
+            raise ItemSkipped("this model reads page images and the item has none")
+        return self.processor(images=[[r.image] for r in reqs], text=[r.prompt for r in reqs], return_tensors="pt",
+                              padding=True, padding_side="left", add_special_tokens=False)
+
+    def _prompt_tokens(self, r: Request) -> int | ItemSkipped:
+        if not self.vision:
+            return len(self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"])
+        try:
+            return int(self._encode([r])["input_ids"].shape[1])
+        except ItemSkipped as e:
+            return e
+        except Exception as e:  # the processor refused this page or prompt: this item only
+            return ItemSkipped(f"the processor cannot take this page and prompt ({type(e).__name__}: {e})")
 
     max_batch_rows = 64  # rows (requests x n) decoded together
 
@@ -83,8 +110,13 @@ class TransformersSampler:
         """
         out: list = [None] * len(requests)
         groups: dict[tuple, list[int]] = {}
+        counted: dict[tuple, int | ItemSkipped] = {}
         for i, r in enumerate(requests):
-            n_tok = len(self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"])
+            key = (r.prompt, id(r.image))  # an item's greedy and sampled requests share one count
+            n_tok = counted[key] = counted[key] if key in counted else self._prompt_tokens(r)
+            if isinstance(n_tok, ItemSkipped):
+                out[i] = n_tok
+                continue
             if self.context and n_tok >= self.context:
                 out[i] = ItemSkipped(f"prompt of {n_tok} tokens does not fit the model's context of {self.context}")
                 continue
@@ -102,7 +134,7 @@ class TransformersSampler:
         import torch
         from transformers import StoppingCriteriaList
 
-        enc = self.tokenizer([r.prompt for r in reqs], return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = self._encode(reqs)
         prompt_len = enc["input_ids"].shape[1]
         max_new = decoding.max_new_tokens
         if self.context:
@@ -116,7 +148,7 @@ class TransformersSampler:
         t0 = time.perf_counter()
         with torch.inference_mode():
             out = self.model.generate(
-                **{k: v.to(self.device) for k, v in enc.items()}, max_new_tokens=max_new,
+                **_on(enc, self.device, self.dtype), max_new_tokens=max_new,
                 num_return_sequences=n, pad_token_id=self.pad_id,
                 stopping_criteria=StoppingCriteriaList([stop]) if stop else None, **kwargs,
             )
@@ -136,3 +168,9 @@ class TransformersSampler:
                 reason = "length" if len(ids) >= max_new else "stop"
             gens.append(Generation(self.tokenizer.decode(ids, skip_special_tokens=True), len(ids), reason, latency))
         return [gens[i * n : (i + 1) * n] for i in range(len(reqs))]
+
+
+def _on(enc, device: str, dtype) -> dict:
+    """A processor's or tokenizer's tensors on the model's device; pixel values in the weights' dtype."""
+    return {k: (v.to(device, dtype=dtype) if v.is_floating_point() else v.to(device)) if hasattr(v, "is_floating_point") else v
+            for k, v in enc.items()}

@@ -63,8 +63,8 @@ def _resolve_device(device: str) -> str:
 
 
 def load_model(model_path: str, device: str = "auto"):
-    """(model, tokenizer, device), loaded once per (path, device, files) through the one model
-    loader (``core.loader``: dtype, device, pad/EOS ids) and kept in a small LRU."""
+    """(model, tokenizer, device, processor), loaded once per (path, device, files) through the one
+    model loader (``core.loader``: dtype, device, pad/EOS ids; a VLM's processor) and kept in a small LRU."""
     device = _resolve_device(device)
     key = (str(Path(model_path).resolve()) if Path(model_path).exists() else model_path, device, _signature(model_path))
     with _models_lock:
@@ -75,7 +75,7 @@ def load_model(model_path: str, device: str = "auto"):
             lm = loader.load_model(model_path, device=device, purpose="generate")
         except loader.LoadError as e:
             raise AttractorError(str(e)) from None
-        _models[key] = (lm.model, lm.tokenizer, device)
+        _models[key] = (lm.model, lm.tokenizer, device, lm.processor if lm.vision else None)
         while len(_models) > MODEL_CACHE_SIZE:
             _models.popitem(last=False)
         return _models[key]
@@ -161,14 +161,34 @@ def _windows(n: int, start: int, context: int | None, stride: int) -> list[tuple
     return out
 
 
-def _score(model, ids: list[int], start: int, context: int | None, stride: int, device: str,
-           eos_id: int | None, split: bool = True, chunk: int = CHUNK_POSITIONS) -> dict[str, list]:
-    """p, rank, entropy (nats) and p(EOS) of ids[t] given ids[:t] (within its window), t ≥ start."""
+def _image_inputs(image_inputs: dict, length: int, device: str, dtype) -> dict:
+    """A VLM's image inputs for a sequence of ``length`` tokens: per-token ones (``token_type_ids``,
+    ``mm_token_type_ids``) extended with zeros over the completion, pixel values in the weights' dtype."""
     import torch
 
-    parts = _split_head(model) if split else None
+    out = {}
+    for k, v in image_inputs.items():
+        if k in ("token_type_ids", "mm_token_type_ids"):
+            v = torch.cat([v[:, :length], torch.zeros((1, max(0, length - v.shape[1])), dtype=v.dtype)], dim=1)
+        out[k] = v.to(device, dtype=dtype) if v.is_floating_point() else v.to(device)
+    return out
+
+
+def _score(model, ids: list[int], start: int, context: int | None, stride: int, device: str,
+           eos_id: int | None, split: bool = True, chunk: int = CHUNK_POSITIONS, image_inputs: dict | None = None) -> dict[str, list]:
+    """p, rank, entropy (nats) and p(EOS) of ids[t] given ids[:t] (within its window), t ≥ start.
+
+    With ``image_inputs`` (a VLM's page: pixel values and the rest) there is one pass from the first
+    token, cut at the context: a sliding window would drop the image tokens from view."""
+    import torch
+
+    parts = _split_head(model) if split and not image_inputs else None
     p_all, rank_all, ent_all, eos_all = [], [], [], []
-    windows = _windows(len(ids), start, context, stride)
+    if image_inputs:
+        windows = [(0, min(len(ids), context or len(ids)), start)]
+        dtype = next(model.parameters()).dtype
+    else:
+        windows = _windows(len(ids), start, context, stride)
     with torch.inference_mode():
         for b, e, t in windows:
             x = torch.tensor([ids[b:e]], device=device)
@@ -179,7 +199,8 @@ def _score(model, ids: list[int], start: int, context: int | None, stride: int, 
                 hidden = (out.last_hidden_state if hasattr(out, "last_hidden_state") else out[0])[0, t - 1 - b: e - 1 - b]
                 logit_chunks = (head(hidden[c:c + chunk]) for c in range(0, hidden.shape[0], chunk))
             else:
-                logits = model(input_ids=x, use_cache=False).logits[0, t - 1 - b: e - 1 - b]
+                extra = _image_inputs(image_inputs, e, device, dtype) if image_inputs else {}
+                logits = model(input_ids=x, use_cache=False, **extra).logits[0, t - 1 - b: e - 1 - b]
                 logit_chunks = (logits[c:c + chunk] for c in range(0, logits.shape[0], chunk))
             pos = 0
             for logits in logit_chunks:
@@ -277,7 +298,7 @@ def summarize(tokens: list[dict], loops: list[dict]) -> dict:
 
 def token_probabilities(model_path: str, prompt: str, completion: str, device: str = "auto", *,
                         loops=None, finish_reason: str | None = None, context: int | None = None,
-                        stride: int | None = None) -> dict:
+                        stride: int | None = None, image=None) -> dict:
     """Teacher-forced probability of every completion token after the prompt and the tokens before it.
 
     ``prompt`` is the exact string the model was fed (the candidate's ``prompt`` column). ``loops``
@@ -288,10 +309,22 @@ def token_probabilities(model_path: str, prompt: str, completion: str, device: s
     completion, contiguous and covering it — p, rank, entropy in nats, p_eos), ``loops`` (each span
     with its token range and mean p), ``summary`` (mean p inside vs before/outside the loops),
     ``notes`` (sliding window, re-tokenization), and the counts and context used.
+
+    A vision-language model needs ``image`` (the page, a PIL image): the prompt goes through its
+    processor, and every image input it gives (pixel values, token types, grids) goes into the pass;
+    without them the probabilities would be plausible and wrong.
     """
-    model, tokenizer, dev = load_model(model_path, device)
+    model, tokenizer, dev, processor = load_model(model_path, device)
     notes: list[str] = []
-    prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else []
+    image_inputs = None
+    if processor is not None:
+        if image is None:
+            raise AttractorError("this model reads page images and the candidate's page is not available")
+        enc = processor(images=[[image]], text=[prompt], return_tensors="pt", add_special_tokens=False)
+        prompt_ids = enc["input_ids"][0].tolist()
+        image_inputs = {k: v for k, v in enc.items() if k not in ("input_ids", "attention_mask") and hasattr(v, "is_floating_point")}
+    else:
+        prompt_ids = list(tokenizer(prompt, add_special_tokens=False)["input_ids"]) if prompt else []
     if not prompt_ids:
         bos = tokenizer.bos_token_id if tokenizer.bos_token_id is not None else tokenizer.eos_token_id
         if bos is None:
@@ -304,8 +337,12 @@ def token_probabilities(model_path: str, prompt: str, completion: str, device: s
     ctx = context or model_context(model)
     stride = max(1, stride or (ctx // 2 if ctx else 1))
     eos = tokenizer.eos_token_id
-    scored = _score(model, prompt_ids + ids, len(prompt_ids), ctx, stride, dev, eos) if ids else \
+    scored = _score(model, prompt_ids + ids, len(prompt_ids), ctx, stride, dev, eos, image_inputs=image_inputs) if ids else \
         {"p": [], "rank": [], "entropy": [], "p_eos": [], "windows": 0}
+    if image_inputs and len(scored["p"]) < len(ids):
+        notes.append(f"prompt + completion exceed the model's context of {ctx:,}: the first {len(scored['p']):,} completion "
+                     "tokens are scored (a sliding window would drop the page from view)")
+        ids, offsets = ids[:len(scored["p"])], offsets[:len(scored["p"])]
     if scored["windows"] > 1:
         notes.append(
             f"prompt + completion = {len(prompt_ids) + len(ids):,} tokens exceed the model's context of {ctx:,}: "
@@ -407,8 +444,19 @@ def candidate_attractor(ws, candidate: dict, device: str = "auto") -> dict:
             raise AttractorError("this candidate has no stored prompt and its item is gone")
         prompt = build_prompt(item["text"], info["instruction"])
         notes.append("no prompt stored with this candidate: rebuilt from the item and the run's instruction (no chat template)")
+    image = None
+    if loader.is_vision(loader.load_config(info["path"])):
+        from core.images import ImageProblem, image_hash, load_image
+
+        item = get_item(ws.cursor(), candidate["dataset"], candidate["item_id"]) or {}
+        try:
+            image = load_image(item.get("image_path"))
+        except ImageProblem as e:
+            raise AttractorError(f"this model reads page images and the candidate's page cannot be used: {e}") from None
+        if candidate.get("image_hash") and image_hash(item.get("image_path")) != candidate["image_hash"]:
+            notes.append("the page image file changed since this candidate was sampled: the scores are for the new page")
     result = token_probabilities(info["path"], prompt, candidate["text"], device, loops=candidate.get("loops") or [],
-                                 finish_reason=candidate.get("finish_reason"))
+                                 finish_reason=candidate.get("finish_reason"), image=image)
     result["model"] = info["name"]
     result["notes"] = notes + result["notes"]
     return result

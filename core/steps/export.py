@@ -5,6 +5,11 @@ was stopped by loop-aware stopping) and never emitted EOS, so a trainer must not
 (DESIGN.md). The standard format keeps the exact prompt string each candidate was sampled from;
 the conversational format gives TRL messages instead, for models with a chat template, so TRL
 applies the same template itself.
+
+Pairs sampled from a page image (their candidates record its hash) carry TRL's vision column
+``images``: a list with the page's path in JSONL, the embedded image in Parquet and ``datasets``
+folders; the conversational prompt then has an image part before the instruction. A page whose file
+changed since it was sampled is left out, counted in the summary: it is no longer what the model saw.
 """
 
 from __future__ import annotations
@@ -26,6 +31,7 @@ from core.store import pairs as store_pairs
 FORMATS = ("trl", "jsonl", "parquet", "hf")
 CUT_REASONS = ("length", "repetition")
 TRL_COLUMNS = ("prompt", "chosen", "rejected", "rejected_cut_at_limit")
+VISION_COLUMNS = ("images",)
 
 
 @dataclass
@@ -42,13 +48,24 @@ class ExportConfig:
 def approved_rows(ws, run: str | None = None) -> list[dict]:
     """The approved pairs with what training needs, in pair order. Keys starting with ``_`` are for the
     conversational form only (the document, the instruction it was sampled with, the model's path)."""
+    from core.images import image_hash
+
     out = []
     for d in store_pairs.approved(ws, run):
         d["rejected_cut_at_limit"] = d["rejected_finish_reason"] in CUT_REASONS
         for k in ("document", "instruction", "model_path"):
             d[f"_{k}"] = d.pop(k)
+        sampled_from_page = bool(d.get("image_hash"))
+        d["images"] = [d["image_path"]] if sampled_from_page and d.get("image_path") else None
+        d["_image_changed"] = sampled_from_page and image_hash(d.get("image_path")) != d["image_hash"]
         out.append(d)
     return out
+
+
+def vision_rows(rows: list[dict]) -> tuple[list[dict], int]:
+    """(rows whose page is still what was sampled, how many were left out because their page file changed)."""
+    kept = [r for r in rows if not r.get("_image_changed")]
+    return kept, len(rows) - len(kept)
 
 
 def has_chat_template(model_path: str | None) -> bool | None:
@@ -66,7 +83,11 @@ def has_chat_template(model_path: str | None) -> bool | None:
 
 def _conversational(row: dict) -> dict:
     # the instruction the run was sampled with (runs.instruction): a custom one must reach training unchanged
-    user = build_prompt(row["_document"] or "", row["_instruction"] or DEFAULT_INSTRUCTION)
+    instruction = row["_instruction"] or DEFAULT_INSTRUCTION
+    if row.get("images"):  # TRL's vision conversational format: the page, then the instruction
+        user = [{"type": "image"}, {"type": "text", "text": instruction.strip()}]
+    else:
+        user = build_prompt(row["_document"] or "", instruction)
     return {
         "prompt": [{"role": "user", "content": user}],
         "chosen": [{"role": "assistant", "content": row["chosen"].strip()}],
@@ -161,16 +182,19 @@ def export_pairs(ws, out: str | os.PathLike, cfg: ExportConfig) -> dict:
         raise WorkspaceError("style is standard or conversational")
     out = Path(out).expanduser()
     check_target(out, cfg.format, cfg.overwrite)
-    rows = approved_rows(ws, cfg.run)
+    rows, changed = vision_rows(approved_rows(ws, cfg.run))
     if not rows:
-        raise WorkspaceError("no approved pairs to export" + (f" in run {cfg.run}" if cfg.run else "") + ": approve some on the Review page")
+        why = f" ({changed} left out: their page image changed since sampling)" if changed else ""
+        raise WorkspaceError("no approved pairs to export" + (f" in run {cfg.run}" if cfg.run else "") + why + ": approve some on the Review page")
     if cfg.style == "conversational":
         for model, path in {(r["model"], r["_model_path"] or r["model"]) for r in rows}:
             if has_chat_template(path) is False:
                 raise WorkspaceError(f"model {model!r} has no chat template: export in the standard style")
         for r in rows:
             r.update(_conversational(r))
-    columns = TRL_COLUMNS if cfg.format == "trl" else tuple(k for k in rows[0] if not k.startswith("_"))
+    vision = any(r.get("images") for r in rows)
+    columns = TRL_COLUMNS + (VISION_COLUMNS if vision else ()) if cfg.format == "trl" else \
+        tuple(k for k in rows[0] if not k.startswith("_") and (vision or k != "images"))
     records = [{k: r[k] for k in columns} for r in rows]
     pushed = None
     if cfg.format in ("trl", "jsonl"):
@@ -184,6 +208,12 @@ def export_pairs(ws, out: str | os.PathLike, cfg: ExportConfig) -> dict:
         from datasets import Dataset
 
         ds = Dataset.from_list(records)
+        if vision:  # the pages themselves go into the file, so it trains anywhere
+            from datasets import Image, Sequence
+            from datasets.table import embed_table_storage
+
+            ds = ds.cast_column("images", Sequence(Image()))
+            ds = ds.with_format("arrow").map(embed_table_storage, batched=True).with_format(None)
         if cfg.format == "parquet":
             _write_atomically(out, lambda tmp: ds.to_parquet(str(tmp)))
         else:
@@ -198,4 +228,5 @@ def export_pairs(ws, out: str | os.PathLike, cfg: ExportConfig) -> dict:
     return {
         "out": str(out.resolve()), "format": cfg.format, "style": cfg.style, "run": cfg.run, "pairs": len(records),
         "rejected_cut_at_limit": sum(r["rejected_cut_at_limit"] for r in rows), "pushed_to": pushed,
+        "images": vision, "left_out_changed_images": changed,
     }

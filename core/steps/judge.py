@@ -61,6 +61,12 @@ def start_judging(ws, sample_run: str, cfg: JudgeConfig, run_id: str | None = No
             raise WorkspaceError("the llm judge needs a judge model")
         if cfg.backend != "openai":
             cfg.judge_model = resolve_model(ws.cursor(), cfg.judge_model)["path"]
+        if cfg.images not in ("auto", "on", "off"):
+            raise WorkspaceError(f"images is auto, on or off (got {cfg.images!r})")
+        if cfg.backend == "openai" and cfg.images == "auto":  # a server cannot be asked whether it reads images
+            from core.steps.sample import model_reads_images
+
+            cfg.images = "on" if model_reads_images(cfg.judge_model) else "off"
     table = store_candidates.for_judging(ws, sample_run)
     if table.num_rows == 0:
         raise WorkspaceError(f"run {sample_run!r} has no candidates to judge")

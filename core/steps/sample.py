@@ -7,6 +7,12 @@ Determinism, so a killed job resumes to exactly the candidates of an uninterrupt
 item gets its own seed, derived from (seed, item id); the transformers backend seeds a batch with
 its first item's seed, and a resumed job re-forms the same shards, hence the same batches.
 The greedy decode, when asked for, is candidate 0 of the item: loops often appear only there.
+
+Page images: a backend that reads them (``sampler.vision``) gets each item's page, bounded to
+``max_pixels`` (``core.images``), and a prompt of the image placeholder and the instruction; the
+candidate records that prompt and the page's content hash. An item whose page is missing or
+unreadable is skipped with the reason and the run goes on. What cannot work at all is refused
+before the job starts (:func:`check_images`).
 """
 
 from __future__ import annotations
@@ -14,8 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 
 from core.config import option
+from core.images import DEFAULT_MAX_PIXELS, ImageProblem, image_hash, load_image
 from core.policy.detect import analyze
 from core.policy.metrics import quality
 from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt
@@ -45,6 +53,14 @@ class SampleConfig:
     timeout_s: float = option(120.0, "per-request timeout in seconds (openai backend)")
     retries: int = option(3, "retries per request after a timeout or a 5xx (openai backend)")
     device: str = option("auto", "transformers device: auto, cpu, cuda")
+    images: str = option("auto", "page images: auto (fed to a model that reads them; the openai backend sends them when items have them), on (required), off (text only)")
+    max_pixels: int = option(DEFAULT_MAX_PIXELS, "largest page image in pixels; bigger ones are scaled down (aspect kept) before any model sees them")
+    min_pixels: int | None = option(None, "vllm: smallest image size the model's processor scales pages up to (Qwen-VL's min_pixels)")
+    endpoint: str = option("auto", "openai backend: completions, chat, or auto (chat for pages and for chat-only servers)")
+    tensor_parallel_size: int = option(1, "vllm: GPUs one model is split over")
+    data_parallel_size: int = option(1, "vllm: model replicas, one per GPU group")
+    gpu_memory_utilization: float = option(0.9, "vllm: share of each GPU's memory the engine may take")
+    max_model_len: int | None = option(None, "vllm: context length to allocate (None: the model's)")
     decoding: DecodingConfig = field(default_factory=DecodingConfig, metadata={"help": "decoding parameters"})
 
     @classmethod
@@ -58,14 +74,82 @@ def item_seed(seed: int, item_id: str) -> int:
     return int.from_bytes(hashlib.sha256(f"{seed}:{item_id}".encode()).digest()[:4], "big")
 
 
-def requests_for(prompt: str, decoding: DecodingConfig, seed: int) -> list[Request]:
-    reqs = [Request(prompt, 1, True, seed)] if decoding.with_greedy else []
+def requests_for(prompt: str, decoding: DecodingConfig, seed: int, image=None) -> list[Request]:
+    reqs = [Request(prompt, 1, True, seed, image)] if decoding.with_greedy else []
     if decoding.n > 0:
-        reqs.append(Request(prompt, decoding.n, False, seed))
+        reqs.append(Request(prompt, decoding.n, False, seed, image))
     return reqs
 
 
-def candidate_rows(run_id: str, item: dict, prompt: str, reqs: list[Request], results: list, cfg: SampleConfig, backend: str) -> tuple[list[dict], str | None]:
+def item_input(sampler, item: dict, cfg: SampleConfig):
+    """(prompt, page image or None, its hash) of one item for this sampler, or the ImageProblem that skips it.
+
+    A backend that reads images gets the page and a prompt of the image placeholder and the
+    instruction; the openai backend falls back to the text prompt for an item without a page."""
+    path = item.get("image_path")
+    if getattr(sampler, "vision", False) and cfg.images != "off" and (path or sampler.name != "openai"):
+        try:
+            image = load_image(path, cfg.max_pixels)
+        except ImageProblem as e:
+            return e
+        return sampler.format_image_prompt(cfg.instruction, cfg.chat_template), image, image_hash(path)
+    return sampler.format_prompt(build_prompt(item["text"], cfg.instruction), cfg.chat_template), None, None
+
+
+def model_reads_images(model_path: str | None) -> bool | None:
+    """Whether a model's local config has a vision part; None when there is no local config to read."""
+    from core.loader import is_vision, load_config, LoadError
+
+    if not model_path or not (Path(model_path) / "config.json").exists():
+        return None
+    try:
+        return is_vision(load_config(model_path))
+    except LoadError:
+        return None
+
+
+def check_images(cfg: SampleConfig, model_path: str, items: list[dict]) -> list[str]:
+    """Refuse what cannot work before the job starts; return the warnings the run carries.
+
+    A model that reads images needs every item's page; a text-only model given pages ignores them
+    with a warning (``images=on`` makes that an error). For the openai backend, ``auto`` becomes
+    ``on`` when the model has a local config with a vision part, else ``off`` (a server cannot be
+    asked what it reads): ``cfg.images`` is set to the choice made, which the run records."""
+    from core.store import WorkspaceError
+
+    if cfg.images not in ("auto", "on", "off"):
+        raise WorkspaceError(f"images is auto, on or off (got {cfg.images!r})")
+    if cfg.max_pixels is not None and cfg.max_pixels < 1024:
+        raise WorkspaceError(f"max pixels must be at least 1024 (got {cfg.max_pixels})")
+    with_image = sum(1 for it in items if it.get("image_path"))
+    name = cfg.model or model_path
+    vision = model_reads_images(model_path)
+    if cfg.backend == "openai":
+        if cfg.images == "auto":
+            cfg.images = "on" if vision else "off"
+        if cfg.images == "on" and with_image < len(items):
+            raise WorkspaceError(f"page images are sent, but {len(items) - with_image} of {len(items)} items have none")
+        if cfg.images == "on" and cfg.endpoint == "completions":
+            raise WorkspaceError("page images go through chat completions: set endpoint to chat or auto")
+        return []
+    if cfg.images == "off":
+        if vision:
+            raise WorkspaceError(f"{name} reads page images: it cannot sample with images off")
+        return []
+    if vision and with_image < len(items):
+        raise WorkspaceError(
+            f"{name} reads page images, but {len(items) - with_image} of {len(items)} items have none: "
+            "import the documents with their images, or choose a text model")
+    if vision is False and with_image:
+        if cfg.images == "on":
+            raise WorkspaceError(f"images=on but {name} is a text-only model: it cannot read page images")
+        return [f"{name} is a text-only model: the page images of {with_image} items are ignored "
+                "(it reads their text); choose a vision model to use them"]
+    return []
+
+
+def candidate_rows(run_id: str, item: dict, prompt: str, reqs: list[Request], results: list, cfg: SampleConfig, backend: str,
+                   image_sha: str | None = None) -> tuple[list[dict], str | None]:
     """Candidates of one item (greedy first), each with the detector's verdict; or the skip reason."""
     rows, index = [], 0
     for req, gens in zip(reqs, results):
@@ -77,7 +161,7 @@ def candidate_rows(run_id: str, item: dict, prompt: str, reqs: list[Request], re
             rows.append({
                 "candidate_id": f"{run_id}:{item['item_id']}:{index}", "run_id": run_id,
                 "dataset": item["dataset"], "item_id": item["item_id"], "sample_index": index,
-                "prompt": prompt, "text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason,
+                "prompt": prompt, "image_hash": image_sha, "text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason,
                 "backend": backend, "decoding": json.dumps(decoding), "seed": req.seed,
                 "latency_s": g.latency_s, "degenerate": det.degenerate, "has_loop": det.has_loop,
                 "loops": json.dumps([lp.to_dict() for lp in det.loops], ensure_ascii=False),
@@ -103,6 +187,8 @@ def run_job(ctx) -> None:
     todo = [it for it in items if it["item_id"] not in done_ids]
     total = len(items)
     ctx.progress(total - len(todo), total, "loading the model")
+    for w in ctx.spec.get("warnings") or []:
+        ctx.log(f"warning: {w}")
     sampler = sampler_for(cfg, ctx.spec["model_path"])
     ctx.log(f"{len(todo)} of {total} items to sample with {sampler.name} ({len(done_ids)} already done)")
     done = total - len(todo)
@@ -113,13 +199,17 @@ def run_job(ctx) -> None:
         batch = [it for it in items[start:start + step] if it["item_id"] not in done_ids]
         if not batch:
             continue
-        prompts = [sampler.format_prompt(build_prompt(it["text"], cfg.instruction), cfg.chat_template) for it in batch]
-        per_item = [requests_for(p, cfg.decoding, item_seed(cfg.decoding.seed, it["item_id"])) for it, p in zip(batch, prompts)]
+        inputs = [item_input(sampler, it, cfg) for it in batch]
+        per_item = [[] if isinstance(x, ImageProblem) else requests_for(x[0], cfg.decoding, item_seed(cfg.decoding.seed, it["item_id"]), x[1])
+                    for it, x in zip(batch, inputs)]
         flat = [r for reqs in per_item for r in reqs]
-        results = sampler.generate(flat, cfg.decoding)
+        results = sampler.generate(flat, cfg.decoding) if flat else []
         rows, pos = [], 0
-        for it, prompt, reqs in zip(batch, prompts, per_item):
-            item_rows, reason = candidate_rows(ctx.run_id, it, prompt, reqs, results[pos:pos + len(reqs)], cfg, sampler.name)
+        for it, x, reqs in zip(batch, inputs, per_item):
+            if isinstance(x, ImageProblem):
+                item_rows, reason = [], str(x)
+            else:
+                item_rows, reason = candidate_rows(ctx.run_id, it, x[0], reqs, results[pos:pos + len(reqs)], cfg, sampler.name, x[2])
             pos += len(reqs)
             if reason:
                 skipped[it["item_id"]] = reason
@@ -150,8 +240,9 @@ def start_sampling(ws, cfg: SampleConfig, run_id: str | None = None) -> str:
         raise WorkspaceError("max new tokens must be at least 1")
     model = resolve_model(ws.cursor(), cfg.model, need_local=cfg.backend != "openai")
     items = select_items(ws, cfg.dataset, cfg.split, cfg.limit)
+    warnings = check_images(cfg, model["path"], items)
     run_id = jobs.create_job(
-        ws, "sample", {"config": asdict(cfg), "model_path": model["path"], "model_info": model},
+        ws, "sample", {"config": asdict(cfg), "model_path": model["path"], "model_info": model, "warnings": warnings},
         model=model["name"], dataset=cfg.dataset, split=cfg.split, run_id=run_id,
         instruction=cfg.instruction, backend=cfg.backend, model_path=model["path"],
     )
@@ -175,5 +266,8 @@ def run_summary(ws, run_id: str) -> dict:
     counts = store_candidates.run_counts(ws, run_id)
     skipped_path = ws.jobs_dir / run_id / "skipped.json"
     skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
+    spec_path = ws.jobs_dir / run_id / "spec.json"
+    warnings = (json.loads(spec_path.read_text()).get("warnings") or []) if spec_path.exists() else []
     n = counts["candidates"]
-    return {"run_id": run_id, **counts, "degeneration_rate": counts["degenerate"] / n if n else 0.0, "skipped": skipped}
+    return {"run_id": run_id, **counts, "degeneration_rate": counts["degenerate"] / n if n else 0.0, "skipped": skipped,
+            "warnings": warnings}

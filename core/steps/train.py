@@ -13,6 +13,12 @@ SFT (``SFTRunConfig`` / ``train_sft``) and DPO (``DPORunConfig`` / ``train_dpo``
 ``TrainRunConfig``, ``device_kwargs`` and the callbacks. DPO applies the project's EOS rule: a
 rejected completion cut at the length limit never emitted EOS and gets none appended (chosen keep
 theirs); see :func:`apply_eos_rule`.
+
+Vision-language models (``core.loader`` tells them by their config) train with their processor as
+TRL's processing class and an ``images`` column (TRL's vision collators). TRL skips its dataset
+preparation for vision data and so appends EOS to nothing; the EOS rule is therefore applied in
+the text (:func:`with_eos`): SFT completions and chosen completions end with EOS, a rejected one
+cut at the limit does not. Reference log-probs are never precomputed for vision data (TRL cannot).
 """
 from __future__ import annotations
 
@@ -291,6 +297,7 @@ def train_sft(
     *,
     model: Any = None,
     tokenizer: Any = None,
+    processor: Any = None,
     run_dir: Path | str | None = None,
     progress: Callable[[int, int], None] | None = None,
     disable_tqdm: bool = True,
@@ -312,13 +319,18 @@ def train_sft(
     run_dir = Path(run_dir) if run_dir is not None else out_dir
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
-    model, tokenizer = _load(model, tokenizer, "train_sft", config.device)
-
-    examples = records_to_sft_examples(train_records, config.instruction)
-    plain_text = "text" in examples[0]
-    dataset = Dataset.from_list(examples if plain_text else pretokenize(examples, tokenizer))
+    lm = _load(model, tokenizer, "train_sft", config.device, processor)
+    model, tokenizer = lm.model, lm.tokenizer
+    if lm.vision:
+        examples = vision_sft_examples(train_records, lm.processor, config.instruction)
+        plain_text = False
+        dataset = Dataset.from_list(examples)
+    else:
+        examples = records_to_sft_examples(train_records, config.instruction)
+        plain_text = "text" in examples[0]
+        dataset = Dataset.from_list(examples if plain_text else pretokenize(examples, tokenizer))
     (run_dir / "run_config.json").write_text(
-        json.dumps({"stage": "sft", "config": config.to_dict(), "n_examples": len(examples)}, indent=2, ensure_ascii=False)
+        json.dumps({"stage": "sft", "config": config.to_dict(), "n_examples": len(examples), "vision": lm.vision}, indent=2, ensure_ascii=False)
     )
     metrics_path = run_dir / "metrics.jsonl"
     cb = _callback_classes()
@@ -339,7 +351,7 @@ def train_sft(
         model=model,
         args=args,
         train_dataset=dataset,
-        processing_class=tokenizer,
+        processing_class=lm.processor if lm.vision else tokenizer,
         callbacks=callbacks,
         peft_config=_peft_config(config),
     )
@@ -355,7 +367,7 @@ def train_sft(
         trained = trained.merge_and_unload()
     if save:
         trained.save_pretrained(str(out_dir))
-        tokenizer.save_pretrained(str(out_dir))
+        (lm.processor if lm.vision else tokenizer).save_pretrained(str(out_dir))
     return TrainResult(
         out_dir=str(out_dir),
         metrics_path=str(metrics_path),
@@ -520,8 +532,8 @@ def records_to_dpo_examples(records: Iterable[dict]) -> list[dict]:
     return out
 
 
-def _load(model: Any, tokenizer: Any, what: str, device: str = "auto"):
-    """(model, tokenizer) for training, through the one model loader (``core.loader``, purpose
+def _load(model: Any, tokenizer: Any, what: str, device: str = "auto", processor: Any = None):
+    """The LoadedModel for training, through the one model loader (``core.loader``, purpose
     "train": float32 weights, placed by the Trainer, the tokenizer's padding left to TRL)."""
     from core.loader import LoadError, load_model
 
@@ -530,10 +542,79 @@ def _load(model: Any, tokenizer: Any, what: str, device: str = "auto"):
     if not isinstance(model, (str, Path)) and tokenizer is None:
         raise ValueError(f"{what} needs a tokenizer when the model is given loaded")
     try:
-        lm = load_model(model, device=device, purpose="train", tokenizer=tokenizer)
+        lm = load_model(model, device=device, purpose="train", tokenizer=tokenizer, processor=processor)
     except LoadError as e:
         raise ValueError(f"{what}: {e}") from None
-    return lm.model, lm.tokenizer
+    if lm.vision and lm.processor is None:
+        raise ValueError(f"{what}: a vision-language model needs its processor")
+    return lm
+
+
+def with_eos(text: str, eos: str | None, keep: bool = True) -> str:
+    """``text`` ending with EOS when ``keep`` (a chosen or SFT completion), without when not (a rejected
+    completion cut at the limit: the model never emitted it there)."""
+    if not eos:
+        return text
+    if keep:
+        return text if text.endswith(eos) else text + eos
+    return text[: -len(eos)] if text.endswith(eos) else text
+
+
+def _page(record: dict, what: str):
+    """The page image of a training record: an ``images`` list, or an ``image``/``image_path`` to load."""
+    from core.images import ImageProblem, load_image
+
+    if record.get("images"):
+        img = record["images"][0]
+    elif record.get("image_bytes"):
+        img = {"bytes": record["image_bytes"]}
+    else:
+        img = record.get("image") or record.get("image_path")
+    if img is None:
+        raise ValueError(f"{what}: a vision-language model trains on pages, and a record has none")
+    if hasattr(img, "convert"):
+        return img.convert("RGB")
+    if isinstance(img, dict):  # a datasets Image cell
+        import io
+
+        from PIL import Image
+
+        return Image.open(io.BytesIO(img["bytes"])).convert("RGB") if img.get("bytes") else _page({"image": img.get("path")}, what)
+    try:
+        return load_image(img)
+    except ImageProblem as e:
+        raise ValueError(f"{what}: {e}") from None
+
+
+def _vision_prompt(prompt: str | None, processor, instruction: str) -> str:
+    """The stored prompt when it holds the processor's image placeholder (what the model was sampled
+    with), else the VLM's own prompt for the instruction."""
+    from core.samplers.base import image_prompt
+
+    token = getattr(processor, "image_token", None)
+    if prompt and token and token in prompt:
+        return prompt
+    return image_prompt(processor, instruction, "auto")
+
+
+def vision_sft_examples(records: Sequence[dict], processor, instruction: str = DEFAULT_INSTRUCTION) -> list[dict]:
+    """TRL vision prompt-completion examples ({"images", "prompt", "completion"}): the EOS in the text."""
+    eos = processor.tokenizer.eos_token
+    out = []
+    for r in records:
+        completion = r["completion"] if "completion" in r else completion_for(r["reference"])
+        out.append({"images": [_page(r, "train_sft")], "prompt": _vision_prompt(r.get("prompt"), processor, instruction),
+                    "completion": with_eos(completion, eos)})
+    return out
+
+
+def vision_dpo_examples(pairs: Sequence[dict], processor, instruction: str = DEFAULT_INSTRUCTION) -> list[dict]:
+    """TRL vision preference examples ({"images", "prompt", "chosen", "rejected"}) with the EOS rule in
+    the text: chosen ends with EOS; a rejected cut at the limit does not, one that stopped does."""
+    eos = processor.tokenizer.eos_token
+    return [{"images": [_page(r, "train_dpo")], "prompt": _vision_prompt(r.get("prompt"), processor, instruction),
+             "chosen": with_eos(r["chosen"], eos), "rejected": with_eos(r["rejected"], eos, not r.get("rejected_cut_at_limit"))}
+            for r in pairs]
 
 
 def train_dpo(
@@ -543,6 +624,7 @@ def train_dpo(
     *,
     model: Any = None,
     tokenizer: Any = None,
+    processor: Any = None,
     run_dir: Path | str | None = None,
     progress: Callable[[int, int], None] | None = None,
     callbacks: Sequence[Any] = (),
@@ -564,10 +646,14 @@ def train_dpo(
     out_dir.mkdir(parents=True, exist_ok=True)
     run_dir.mkdir(parents=True, exist_ok=True)
     examples = records_to_dpo_examples(pairs)
-    model, tokenizer = _load(model, tokenizer, "train_dpo", config.device)
+    lm = _load(model, tokenizer, "train_dpo", config.device, processor)
+    model, tokenizer = lm.model, lm.tokenizer
+    if lm.vision:
+        examples = vision_dpo_examples([{**e, **{k: p.get(k) for k in ("images", "image", "image_path")}} for e, p in zip(examples, pairs)],
+                                       lm.processor, config.instruction)
     (run_dir / "run_config.json").write_text(json.dumps(
-        {"stage": "dpo", "config": config.to_dict(), "n_pairs": len(examples),
-         "n_rejected_cut_at_limit": sum(e["rejected_cut_at_limit"] for e in examples)}, indent=2, ensure_ascii=False))
+        {"stage": "dpo", "config": config.to_dict(), "n_pairs": len(examples), "vision": lm.vision,
+         "n_rejected_cut_at_limit": sum(bool(p.get("rejected_cut_at_limit")) for p in pairs)}, indent=2, ensure_ascii=False))
     metrics_path = run_dir / "metrics.jsonl"
     cb = _callback_classes()
     all_callbacks = [cb["MetricsJsonlCallback"](metrics_path), *callbacks]
@@ -580,11 +666,14 @@ def train_dpo(
     torch.manual_seed(config.seed)
     dataset = Dataset.from_list(examples)
     trainer_cls = _dpo_trainer_class()
-    precompute = bool(config.precompute_ref_log_probs)
+    precompute = bool(config.precompute_ref_log_probs) and not lm.vision  # TRL cannot for vision data: decided here
+    if lm.vision and config.precompute_ref_log_probs:
+        log("vision data: reference log-probs are computed live (TRL cannot precompute them for images)")
 
     def build(pre: bool):
         return trainer_cls(model=model, args=_dpo_config(config, out_dir, disable_tqdm, pre), train_dataset=dataset,
-                           processing_class=tokenizer, callbacks=all_callbacks, peft_config=_peft_config(config))
+                           processing_class=lm.processor if lm.vision else tokenizer, callbacks=all_callbacks,
+                           peft_config=_peft_config(config))
 
     try:
         trainer = build(precompute)
@@ -606,7 +695,7 @@ def train_dpo(
         if config.use_lora and config.merge_lora:
             trained = trained.merge_and_unload()
         trained.save_pretrained(str(out_dir))
-        tokenizer.save_pretrained(str(out_dir))
+        (lm.processor if lm.vision else tokenizer).save_pretrained(str(out_dir))
     result = TrainResult(
         out_dir=str(out_dir), metrics_path=str(metrics_path), global_step=int(trainer.state.global_step),
         train_loss=float(out.training_loss) if out.training_loss is not None else None, runtime_s=round(runtime, 2),

@@ -97,14 +97,34 @@ def read_pairs_source(ws, source: str) -> list[dict]:
             raise WorkspaceError(f"cannot read the pairs export {path}: {type(e).__name__}: {e}") from None
         if rows and not {"prompt", "chosen", "rejected"} <= set(rows[0]):
             raise WorkspaceError(f"{path} has no prompt/chosen/rejected columns: export it with `loopbreak export`")
+        changed = 0
     else:
         if runs.get_run(ws, source) is None:
             raise WorkspaceError(f"pairs {source!r} is neither a run in this workspace nor an existing export file")
-        rows = approved_rows(ws, source)
+        from core.steps.export import vision_rows
+
+        rows, changed = vision_rows(approved_rows(ws, source))
     if not rows:
-        raise WorkspaceError(f"no approved pairs in {source!r}: approve some on the Review page")
+        why = f" ({changed} left out: their page image changed since sampling)" if changed else ""
+        raise WorkspaceError(f"no approved pairs in {source!r}{why}: approve some on the Review page")
     return [{"prompt": r["prompt"], "chosen": r["chosen"], "rejected": r["rejected"],
-             "rejected_cut_at_limit": bool(r.get("rejected_cut_at_limit") or False)} for r in rows]
+             "rejected_cut_at_limit": bool(r.get("rejected_cut_at_limit") or False), **_page_columns(r)} for r in rows]
+
+
+def _page_columns(row: dict) -> dict:
+    """A pair's page as frozen in the job folder: ``image_path`` (a file), or ``image_bytes`` (an
+    export that embeds its images), from TRL's ``images`` column."""
+    images = row.get("images") or []
+    img = images[0] if images else None
+    if isinstance(img, dict):
+        return {"image_path": img.get("path") if not img.get("bytes") else None, "image_bytes": img.get("bytes")}
+    if hasattr(img, "save"):  # a decoded PIL image
+        import io
+
+        buf = io.BytesIO()
+        img.save(buf, format="PNG")
+        return {"image_path": None, "image_bytes": buf.getvalue()}
+    return {"image_path": img if isinstance(img, str) else None, "image_bytes": None}
 
 
 def _reference_records(ws, dataset: str | None, split: str | None) -> list[dict]:
@@ -149,7 +169,17 @@ def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: b
             raise WorkspaceError("choose the approved pairs: a sampling run id or an export file")
         rows, data_name = read_pairs_source(ws, cfg.pairs), cfg.pairs
         if cfg.method == "sft":
-            rows = [{"prompt": r["prompt"], "completion": r["chosen"]} for r in rows]
+            rows = [{"prompt": r["prompt"], "completion": r["chosen"], "image_path": r["image_path"], "image_bytes": r["image_bytes"]}
+                    for r in rows]
+    from core.steps.sample import model_reads_images
+
+    if model_reads_images(base["path"]):
+        pageless = sum(1 for r in rows if not (r.get("image_path") or r.get("image_bytes")))
+        if pageless:
+            raise WorkspaceError(f"{base['name']} reads page images, but {pageless} of {len(rows)} training examples have "
+                                 "none: train it on pairs sampled from pages (or items imported with their images)")
+    else:  # a text model trains on the text alone
+        rows = [{k: v for k, v in r.items() if k not in ("image_path", "image_bytes")} for r in rows]
     run_id = run_id or jobs.new_run_id("train")
     out_dir = ws.models_dir / run_id
     spec = {"config": dataclasses.asdict(cfg), "base": base, "out_dir": str(out_dir), "n_examples": len(rows),

@@ -53,7 +53,7 @@ def get_candidate(ws, candidate_id: str) -> dict | None:
 def for_judging(ws, sample_run: str):
     """A run's candidates with their documents and references, as an Arrow table (a judge job's input)."""
     return ws.cursor().sql(
-        """SELECT c.candidate_id, c.text, c.degenerate, c.has_loop, i.text AS document, i.reference
+        """SELECT c.candidate_id, c.text, c.degenerate, c.has_loop, i.text AS document, i.reference, i.image_path
            FROM candidates c JOIN items i USING (dataset, item_id) WHERE c.run_id = ? ORDER BY c.candidate_id""",
         params=[sample_run],
     ).to_arrow_table()

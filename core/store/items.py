@@ -85,7 +85,7 @@ def insert_items(ws, rows) -> None:
 
 def select_items(ws, dataset: str, split: str | None, limit: int | None) -> list[dict]:
     """The items a sampling or eval run freezes into its job folder, in item order."""
-    sql, params = "SELECT dataset, item_id, text, reference FROM items WHERE dataset = ?", [dataset]
+    sql, params = "SELECT dataset, item_id, text, reference, image_path FROM items WHERE dataset = ?", [dataset]
     if split:
         sql += " AND split = ?"
         params.append(split)
@@ -94,16 +94,16 @@ def select_items(ws, dataset: str, split: str | None, limit: int | None) -> list
         sql += " LIMIT ?"
         params.append(int(limit))
     rows = ws.cursor().execute(sql, params).fetchall()
-    return [{"dataset": d, "item_id": i, "text": t, "reference": r} for d, i, t, r in rows]
+    return [{"dataset": d, "item_id": i, "text": t, "reference": r, "image_path": p} for d, i, t, r, p in rows]
 
 
 def reference_records(ws, dataset: str, split: str | None) -> list[dict]:
-    """{text, reference} of the items with a reference (SFT on references), in item order."""
-    sql, params = "SELECT text, reference FROM items WHERE dataset = ? AND reference IS NOT NULL", [dataset]
+    """{text, reference, image_path} of the items with a reference (SFT on references), in item order."""
+    sql, params = "SELECT text, reference, image_path FROM items WHERE dataset = ? AND reference IS NOT NULL", [dataset]
     if split:
         sql += " AND split = ?"
         params.append(split)
-    return [{"text": t, "reference": r} for t, r in ws.cursor().execute(sql + " ORDER BY item_id", params).fetchall()]
+    return [{"text": t, "reference": r, "image_path": p} for t, r, p in ws.cursor().execute(sql + " ORDER BY item_id", params).fetchall()]
 
 
 def references_of_run(ws, run_id: str) -> dict[str, str | None]:

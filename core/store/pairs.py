@@ -28,16 +28,18 @@ def insert_mined(ws, rows: list[dict]) -> int:
 
 
 APPROVED_KEYS = ("pair_id", "run_id", "dataset", "item_id", "prompt", "chosen", "rejected", "chosen_candidate_id",
-                 "rejected_candidate_id", "rejected_finish_reason", "reviewer", "model", "model_path", "document", "instruction")
+                 "rejected_candidate_id", "rejected_finish_reason", "reviewer", "model", "model_path", "document", "instruction",
+                 "image_path", "image_hash")
 
 
 def approved(ws, run: str | None = None) -> list[dict]:
     """The approved pairs with what training needs, in pair order: the sampled prompt, both texts, the
-    rejected's finish reason, the sampling run's model (name and path) and the instruction it was sampled with."""
+    rejected's finish reason, the sampling run's model (name and path), the instruction it was sampled with,
+    and the item's page image (path, and its hash when the candidates were sampled from it)."""
     rows = ws.cursor().execute(
         """SELECT p.pair_id, p.run_id, p.dataset, p.item_id, p.prompt, p.chosen_text, p.rejected_text,
                   p.chosen_candidate_id, p.rejected_candidate_id, c.finish_reason, p.updated_by, r.model,
-                  coalesce(m.path, r.model_path), i.text, r.instruction
+                  coalesce(m.path, r.model_path), i.text, r.instruction, i.image_path, c.image_hash
            FROM pairs p LEFT JOIN candidates c ON c.candidate_id = p.rejected_candidate_id
            LEFT JOIN runs r ON r.run_id = p.run_id LEFT JOIN models m ON m.name = r.model
            LEFT JOIN items i ON i.dataset = p.dataset AND i.item_id = p.item_id

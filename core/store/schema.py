@@ -103,6 +103,8 @@ MIGRATIONS: list[list[str]] = [
                            chosen_score = TRY_CAST(json_extract_string(provenance, '$.chosen_score') AS DOUBLE),
                            rejected_score = TRY_CAST(json_extract_string(provenance, '$.rejected_score') AS DOUBLE)""",
     ],
+    # 8: what a vision model saw — the content hash of the item's page image at sampling time
+    ["ALTER TABLE candidates ADD COLUMN image_hash VARCHAR"],
 ]
 
 
