@@ -50,7 +50,8 @@ def demo_workspace(path: Path, n_test: int, models_dir: str | None):
     from core.steps.importer import ImportFields, import_records, validate
 
     ws = open_workspace(path)
-    records = build_demo_records(seed=0, n_train=600, n_validation=100, n_test=n_test, max_items=DEMO_MAX_ITEMS)
+    records = build_demo_records(seed=0, n_train=600, n_validation=100, n_test=n_test, max_items=DEMO_MAX_ITEMS,
+                                 images_dir=ws.images_dir / "demo")  # the gemma3 family reads the pages
     items = validate(((i, r) for i, r in enumerate(records, 1)), Path("<demo>"), ImportFields(), None)
     import_records(ws, items, "demo", source="demo seed=0")
     register_demo_models(ws, models_dir)
@@ -117,7 +118,7 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--workspace", default="/tmp/loopbreak-reproduce", help="workspace folder (recreated unless --keep)")
     p.add_argument("--keep", action="store_true", help="reuse the workspace: skip families already trained")
-    p.add_argument("--families", default="llama,qwen2,gpt2")
+    p.add_argument("--families", default="llama,qwen2,gpt2,gemma3")
     p.add_argument("--models-dir", default=None, help="demo models folder (default: the shipped data/models)")
     p.add_argument("--train-limit", type=int, default=80, help="train documents sampled for pairs")
     p.add_argument("--n-sampled", type=int, default=2, help="sampled candidates per train document besides the greedy one")
