@@ -47,7 +47,7 @@ def test_tiny_model_probabilities_offsets_and_loop_spans(tiny_model):
     result = token_probabilities(str(tiny_model), PROMPT, LOOPED, loops=loops)
     check_tokens(result, LOOPED)
     check_loop_mapping(result)
-    _, tok, _ = load_model(str(tiny_model))
+    _, tok, _, _ = load_model(str(tiny_model))
     assert result["n_tokens"] == len(tok(LOOPED, add_special_tokens=False)["input_ids"])
     assert result["n_prompt_tokens"] == len(tok(PROMPT, add_special_tokens=False)["input_ids"])
     s = result["summary"]
@@ -70,7 +70,7 @@ def test_multibyte_text_and_an_empty_prompt(tiny_model):
 
 
 def test_chunked_head_equals_the_plain_forward_and_sliding_windows(tiny_model):
-    model, tok, device = load_model(str(tiny_model))
+    model, tok, device, _ = load_model(str(tiny_model))
     ids = tok(PROMPT + LOOPED, add_special_tokens=False)["input_ids"]
     start = len(tok(PROMPT, add_special_tokens=False)["input_ids"])
     split = _score(model, ids, start, None, 1, device, tok.eos_token_id, split=True, chunk=7)
@@ -142,7 +142,7 @@ def test_candidate_model_lookup_and_a_model_not_here(demo_ws, tiny_model):
     assert info["local"] and info["path"] == str(tiny_model) and info["reason"] is None
     result = candidate_attractor(demo_ws, cand)  # no stored prompt: rebuilt from the item with the run's instruction
     assert result["model"] == "tiny" and any("rebuilt" in n for n in result["notes"])
-    _, tok, _ = load_model(str(tiny_model))
+    _, tok, _, _ = load_model(str(tiny_model))
     assert result["n_prompt_tokens"] == len(tok(build_prompt(text, "Transcreva."), add_special_tokens=False)["input_ids"])
     assert result["loops"] and result["loops"][0]["start"] == cand["loops"][0]["start"]
 
