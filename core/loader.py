@@ -36,7 +36,8 @@ from pathlib import Path
 from typing import Any
 
 __all__ = [
-    "LoadError", "LoadedModel", "choose_dtype", "is_vision", "load_config", "load_model", "model_context", "resolve_device",
+    "LoadError", "LoadedModel", "choose_dtype", "is_vision", "load_config", "load_model", "model_context", "reads_images",
+    "resolve_device",
 ]
 
 PURPOSES = ("generate", "train")
@@ -131,6 +132,17 @@ def load_config(path: str | Path):
         return AutoConfig.from_pretrained(str(path))
     except Exception as e:
         raise LoadError(f"cannot load a model from {str(path)!r}: {e}") from None
+
+
+def reads_images(model_path: str | Path | None) -> bool | None:
+    """Whether a local model folder's config has a vision part; None when there is no local config to
+    read (a hub id, a server's model name) — the checks made before a job starts ask this."""
+    if not model_path or not (Path(model_path) / "config.json").exists():
+        return None
+    try:
+        return is_vision(load_config(model_path))
+    except LoadError:
+        return None
 
 
 def _eos_ids(model, tokenizer) -> set[int]:

@@ -64,9 +64,9 @@ def start_judging(ws, sample_run: str, cfg: JudgeConfig, run_id: str | None = No
         if cfg.images not in ("auto", "on", "off"):
             raise WorkspaceError(f"images is auto, on or off (got {cfg.images!r})")
         if cfg.backend == "openai" and cfg.images == "auto":  # a server cannot be asked whether it reads images
-            from core.steps.sample import model_reads_images
+            from core.loader import reads_images
 
-            cfg.images = "on" if model_reads_images(cfg.judge_model) else "off"
+            cfg.images = "on" if reads_images(cfg.judge_model) else "off"
     table = store_candidates.for_judging(ws, sample_run)
     if table.num_rows == 0:
         raise WorkspaceError(f"run {sample_run!r} has no candidates to judge")

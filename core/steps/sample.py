@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field, fields
-from pathlib import Path
 
 from core.config import option
 from core.images import DEFAULT_MAX_PIXELS, ImageProblem, image_hash, load_image
+from core.loader import reads_images
 from core.policy.detect import analyze
 from core.policy.metrics import quality
 from core.policy.prompts import DEFAULT_INSTRUCTION, build_prompt
@@ -96,18 +96,6 @@ def item_input(sampler, item: dict, cfg: SampleConfig):
     return sampler.format_prompt(build_prompt(item["text"], cfg.instruction), cfg.chat_template), None, None
 
 
-def model_reads_images(model_path: str | None) -> bool | None:
-    """Whether a model's local config has a vision part; None when there is no local config to read."""
-    from core.loader import is_vision, load_config, LoadError
-
-    if not model_path or not (Path(model_path) / "config.json").exists():
-        return None
-    try:
-        return is_vision(load_config(model_path))
-    except LoadError:
-        return None
-
-
 def check_images(cfg: SampleConfig, model_path: str, items: list[dict]) -> list[str]:
     """Refuse what cannot work before the job starts; return the warnings the run carries.
 
@@ -123,7 +111,7 @@ def check_images(cfg: SampleConfig, model_path: str, items: list[dict]) -> list[
         raise WorkspaceError(f"max pixels must be at least 1024 (got {cfg.max_pixels})")
     with_image = sum(1 for it in items if it.get("image_path"))
     name = cfg.model or model_path
-    vision = model_reads_images(model_path)
+    vision = reads_images(model_path)
     if cfg.backend == "openai":
         if cfg.images == "auto":
             cfg.images = "on" if vision else "off"

@@ -171,9 +171,9 @@ def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: b
         if cfg.method == "sft":
             rows = [{"prompt": r["prompt"], "completion": r["chosen"], "image_path": r["image_path"], "image_bytes": r["image_bytes"]}
                     for r in rows]
-    from core.steps.sample import model_reads_images
+    from core.loader import reads_images
 
-    if model_reads_images(base["path"]):
+    if reads_images(base["path"]):
         pageless = sum(1 for r in rows if not (r.get("image_path") or r.get("image_bytes")))
         if pageless:
             raise WorkspaceError(f"{base['name']} reads page images, but {pageless} of {len(rows)} training examples have "
