@@ -303,7 +303,10 @@ def cmd_review(args) -> int:
     from core.review.agreement import agreement, bulk, progress
     from core.review.queue import QueueFilter
 
+    from core.store.runs import pairs_run
+
     ws = open_workspace(args.workspace, create=False)
+    args.run = pairs_run(ws, args.run)
     flt = QueueFilter.parse(args.filter or [], run=args.run)
     if args.approve_all or args.reject_all:
         if not args.reviewer:
@@ -511,7 +514,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(sp, PairPolicy)
 
     sp = command("review", cmd_review, "review pairs headless: bulk-approve/reject a filtered queue, or show progress and agreement")
-    sp.add_argument("--run", help="sampling run whose pairs are reviewed (default: all runs)")
+    sp.add_argument("--run", help="sampling run whose pairs are reviewed, or the judging run that scored it (default: all runs)")
     sp.add_argument("--approve-all", action="store_true", help="approve every pending pair matching the filter")
     sp.add_argument("--reject-all", action="store_true", help="reject every pending pair matching the filter")
     sp.add_argument("--filter", action="append", metavar="KEY=VALUE",

@@ -177,3 +177,48 @@ def test_demo_vlm_reads_the_page(tmp_path):
     blank = s.generate([Request(prompt, 1, True, 0, Image.new("RGB", p.size, "white")) for p in pages], dec)
     differ = sum(a[0].text != b[0].text for a, b in zip(real, blank))
     assert differ >= 6, differ
+
+
+def lb(ws: Path, *args: str) -> dict:
+    """One `loopbreak` command as a user types it; its JSON summary."""
+    import json
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "core", *args, "-w", str(ws), "--json"], capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, (args, out.stdout[-2000:], out.stderr[-2000:])
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.skipif(not (DEMO_VLM / "config.json").exists(), reason="the demo VLM is not built")
+def test_the_whole_loop_on_the_demo_vlm_from_the_cli(tmp_path):
+    """demo → sample → judge → pairs → review → export → DPO → eval → report, every step with pages, as a
+    user runs it (the judging run's id names its pairs everywhere after `pairs`)."""
+    import duckdb
+    import pyarrow.parquet as pq
+
+    ws = tmp_path / "ws"
+    assert lb(ws, "demo", "--n-train", "8", "--n-validation", "2", "--n-test", "3")["splits"]["train"] == 8
+    s = lb(ws, "sample", "--model", "demo-gemma3-sft", "--dataset", "demo", "--split", "train", "--limit", "4", "--n", "4")
+    assert s["status"] == "done" and s["candidates"] == 20 and not s["warnings"], s
+    j = lb(ws, "judge", "--run", s["run_id"])
+    assert j["judged"] == 20 and j["errors"] == 0
+    p = lb(ws, "pairs", "--run", j["run_id"], "--min-margin", "0.01")
+    assert p["pairs"] >= 1, p
+    r = lb(ws, "review", "--run", j["run_id"], "--approve-all", "--reviewer", "ci")
+    assert r["decided"] == p["pairs"]
+    e = lb(ws, "export", "--run", j["run_id"], "--format", "parquet", "--out", str(tmp_path / "pairs.parquet"))
+    assert e["pairs"] == p["pairs"] and e["images"] is True
+    rows = pq.read_table(tmp_path / "pairs.parquet").to_pylist()
+    assert all(row["images"][0]["bytes"].startswith(b"\x89PNG") and "<start_of_image>" in row["prompt"] for row in rows)
+    t = lb(ws, "train", "dpo", "--base", "demo-gemma3-sft", "--pairs", str(tmp_path / "pairs.parquet"), "--max-steps", "2",
+           "--name", "vlm-dpo")
+    assert t["status"] == "done" and t["model"]["family"] == "gemma3" and t["model"]["stage"] == "dpo", t
+    ev = lb(ws, "eval", "-m", "demo-gemma3-sft", "-m", "vlm-dpo", "-d", "demo", "--split", "test", "--limit", "2", "--n-sampled", "0")
+    assert set(ev["status"].values()) == {"done"}
+    stages = [row["stage_label"] for row in lb(ws, "report")["families"]["gemma3"]["stages"]]
+    assert stages == ["SFT", "SFT+DPO"]
+    with duckdb.connect(str(ws / "loopbreak.duckdb"), read_only=True) as con:
+        seen = con.execute("SELECT count(*), count(image_hash) FROM candidates WHERE run_id IN (?, ?, ?)",
+                           [s["run_id"], *ev["runs"]]).fetchone()
+    assert seen == (20 + 2 + 2, 20 + 2 + 2)  # every candidate, eval included, was sampled from its page

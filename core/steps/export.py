@@ -39,7 +39,7 @@ class ExportConfig:
     """What to export and how."""
 
     format: str = option("trl", "trl (prompt/chosen/rejected JSONL), jsonl or parquet (every column), hf (a datasets folder)")
-    run: str | None = option(None, "only the approved pairs of this sampling run (None: all runs)")
+    run: str | None = option(None, "only the approved pairs of this sampling run, or of the judging run that scored it (None: all runs)")
     style: str = option("standard", "standard (the exact sampled prompt string) or conversational (messages; needs a chat template)")
     hub_repo: str | None = option(None, "hf format: also push_to_hub to this repo when a Hugging Face token is set")
     overwrite: bool = option(False, "replace a file or folder already at the output path (otherwise that is an error)")
@@ -51,7 +51,9 @@ def approved_rows(ws, run: str | None = None) -> list[dict]:
     from core.images import image_hash
 
     out = []
-    for d in store_pairs.approved(ws, run):
+    from core.store.runs import pairs_run
+
+    for d in store_pairs.approved(ws, pairs_run(ws, run)):
         d["rejected_cut_at_limit"] = d["rejected_finish_reason"] in CUT_REASONS
         for k in ("document", "instruction", "model_path"):
             d[f"_{k}"] = d.pop(k)

@@ -560,6 +560,9 @@ def with_eos(text: str, eos: str | None, keep: bool = True) -> str:
     return text[: -len(eos)] if text.endswith(eos) else text
 
 
+PAGE_KEYS = ("images", "image", "image_bytes", "image_path")  # where a training record may carry its page
+
+
 def _page(record: dict, what: str):
     """The page image of a training record: an ``images`` list, or an ``image``/``image_path`` to load."""
     from core.images import ImageProblem, load_image
@@ -649,7 +652,7 @@ def train_dpo(
     lm = _load(model, tokenizer, "train_dpo", config.device, processor)
     model, tokenizer = lm.model, lm.tokenizer
     if lm.vision:
-        examples = vision_dpo_examples([{**e, **{k: p.get(k) for k in ("images", "image", "image_path")}} for e, p in zip(examples, pairs)],
+        examples = vision_dpo_examples([{**e, **{k: p.get(k) for k in PAGE_KEYS}} for e, p in zip(examples, pairs)],
                                        lm.processor, config.instruction)
     (run_dir / "run_config.json").write_text(json.dumps(
         {"stage": "dpo", "config": config.to_dict(), "n_pairs": len(examples), "vision": lm.vision,

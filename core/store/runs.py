@@ -93,6 +93,14 @@ def judge_runs_of(ws, sample_run: str) -> list[str]:
         "SELECT run_id FROM runs WHERE kind = 'judge' AND source_run = ? ORDER BY created_at DESC", [sample_run]).fetchall()]
 
 
+def pairs_run(ws, run: str | None) -> str | None:
+    """Pairs belong to the sampling run; a judging run's id (what `loopbreak pairs` takes) names its source."""
+    if run is None:
+        return None
+    rows = ws.cursor().execute("SELECT source_run FROM runs WHERE run_id = ? AND kind = 'judge'", [run]).fetchall()
+    return rows[0][0] if rows and rows[0][0] else run
+
+
 def sampled_model(ws, run_id: str) -> dict | None:
     """The model behind a sampling run: its name, the registered path (if registered), the path the job
     loaded, its backend and instruction (what the attractor view needs to score a candidate again)."""
