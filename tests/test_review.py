@@ -192,6 +192,18 @@ def test_bulk_approve_matches_the_filter_and_is_audited_per_pair(rws):
     assert sorted(a["kind"] for a in audit_log(ws)) == ["bulk_reject"] * 4 + ["reject"]
 
 
+def test_run_choices_put_work_left_first_and_a_judging_run_names_its_pairs(rws):
+    from core.review.queue import pair_runs
+    from core.store.runs import pairs_run
+
+    ws, pairs = rws
+    add_review_run(ws, 1, run="newer", judge_run="newer-j")
+    assert list(pair_runs(ws)) == ["newer", "rs"] and pair_runs(ws)["rs"] == 8
+    assert bulk(ws, QueueFilter(run="newer"), "approve", "lead")["decided"] == 2
+    assert pair_runs(ws) == {"rs": 8, "newer": 0}  # a finished run goes after the one with pending pairs
+    assert pairs_run(ws, "rj") == "rs" and pairs_run(ws, "rs") == "rs" and pairs_run(ws, None) is None
+
+
 def test_agreement_per_run_criterion_and_between_reviewers(rws):
     ws, pairs = rws
     assert send_to_second_review(ws, "rs", 1.0) == 8

@@ -89,6 +89,20 @@ def show_image(where, path: str, ws) -> None:
         where.caption("image not readable")
 
 
+def candidate_text(ws, cand: dict, html: str) -> None:
+    """A candidate's text (rendered ``html``); beside it the page the model read, when it was sampled from one."""
+    from core.images import image_hash
+
+    if not (cand.get("image_hash") and cand.get("image_path")):
+        st.html(html)
+        return
+    left, right = st.columns([3, 2])
+    left.html(html)
+    show_image(right, cand["image_path"], ws)
+    changed = image_hash(cand["image_path"]) != cand["image_hash"]
+    right.caption("The page the model read" + (": **the file has changed since sampling**" if changed else ""))
+
+
 def login_gate() -> str | None:
     """With require_login: the login email of an allowed visitor; anyone else sees a login button or a
     refusal and the run stops here. Without it: None (the app is open, as on a laptop)."""

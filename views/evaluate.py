@@ -11,7 +11,7 @@ from core.store.candidates import get_candidate
 from core.store import WorkspaceError
 from core.store.items import list_datasets
 from core.store.models import list_models
-from views._ui import active_runs, attractor_panel, helps, live_runs_panel, workspace
+from views._ui import active_runs, attractor_panel, candidate_text, helps, live_runs_panel, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -126,5 +126,5 @@ with t1:
         cand = get_candidate(ws, d.iloc[chosen[0] if chosen else 0]["candidate_id"])
         st.caption(f"{md_escape(cand['item_id'])} · {cand['finish_reason']} · {cand['n_tokens']} tokens · quality "
                    f"{'–' if cand.get('quality') is None else round(cand['quality'], 3)}")
-        st.html(render_text_html(cand["text"], cand["loops"]))
+        candidate_text(ws, cand, render_text_html(cand["text"], cand["loops"]))
         attractor_panel(ws, cand, "evaluate")

@@ -55,7 +55,7 @@ families, stages = families_and_stages(ws)
 c = st.columns([2, 1.2, 1.2, 1, 1])
 t = st.columns([1.6, 1.6, 1.2, 2.6])
 flt = QueueFilter(
-    run=c[0].selectbox("Run", runs, help=h["run"]),
+    run=c[0].selectbox("Run", list(runs), help=h["run"], format_func=lambda r: f"{r} · {runs[r]:,} pending"),
     status=c[1].selectbox("Queue", ["pending", "approved", "rejected", "any"], help=h["status"]),
     reviewer=c[2].text_input("Decided by", help=h["reviewer"]) or None,
     family=c[3].selectbox("Family", [None, *families], help=h["family"], format_func=lambda x: x or "any"),

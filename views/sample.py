@@ -15,6 +15,7 @@ from core.store.models import list_models
 from views._ui import (
     active_runs,
     attractor_panel,
+    candidate_text,
     checked_model,
     helps,
     live_runs_panel,
@@ -112,7 +113,7 @@ def run_view(run_id: str):
     verdict = "degenerate" if cand["degenerate"] else "loop inside" if cand["has_loop"] else "clean"
     st.markdown(f"**{md_escape(cand['item_id'])}** · candidate {cand['sample_index']} · {cand['finish_reason']} · "
                 f"{cand['n_tokens']} tokens · **{verdict}**")
-    st.html(render_text_html(cand["text"], cand["loops"]))
+    candidate_text(ws, cand, render_text_html(cand["text"], cand["loops"]))
     st.caption("Metrics: " + ", ".join(f"{k} {v}" for k, v in cand["metrics"].items()))
     attractor_panel(ws, cand, "sample")
 

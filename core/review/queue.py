@@ -118,6 +118,6 @@ def families_and_stages(ws) -> tuple[list[str], list[str]]:
     return sorted({f for f, _ in rows if f}), sorted({s for _, s in rows if s})
 
 
-def pair_runs(ws) -> list[str]:
+def pair_runs(ws) -> dict[str, int]:
     """Sampling runs that have pairs (the queue's run choices)."""
     return store.pair_runs(ws.cursor())

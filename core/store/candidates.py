@@ -39,9 +39,10 @@ def list_candidates(ws, run_id: str, only_degenerate: bool = False, limit: int =
 
 
 def get_candidate(ws, candidate_id: str) -> dict | None:
-    """One candidate, every column, its JSON columns parsed."""
+    """One candidate, every column, its JSON columns parsed, and its item's page (``image_path``)."""
     cur = ws.cursor()
-    row = cur.execute("SELECT * FROM candidates WHERE candidate_id = ?", [candidate_id]).fetchone()
+    row = cur.execute("SELECT c.*, i.image_path FROM candidates c LEFT JOIN items i ON i.dataset = c.dataset AND i.item_id = c.item_id "
+                      "WHERE c.candidate_id = ?", [candidate_id]).fetchone()
     if row is None:
         return None
     cand = dict(zip([d[0] for d in cur.description], row))

@@ -203,9 +203,13 @@ def release_claim(cur: duckdb.DuckDBPyConnection, pair_id: str, reviewer: str) -
     cur.execute("UPDATE pairs SET claimed_by = NULL, claimed_at = NULL WHERE pair_id = ? AND claimed_by = ?", [pair_id, reviewer])
 
 
-def pair_runs(cur: duckdb.DuckDBPyConnection) -> list[str]:
-    """Sampling runs that have pairs (the review page's run choices)."""
-    return [r[0] for r in cur.execute("SELECT DISTINCT run_id FROM pairs ORDER BY 1").fetchall()]
+def pair_runs(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
+    """Sampling runs that have pairs, with their pending count: runs with work left first, newest first
+    (the review page opens on the run a reviewer came for, not on the oldest finished one)."""
+    return dict(cur.execute(
+        """SELECT p.run_id, count(*) FILTER (WHERE p.status = 'pending') AS pending FROM pairs p
+           LEFT JOIN runs r ON r.run_id = p.run_id GROUP BY p.run_id, r.created_at
+           ORDER BY pending > 0 DESC, r.created_at DESC NULLS LAST, p.run_id""").fetchall())
 
 
 def queue_families_and_stages(cur: duckdb.DuckDBPyConnection) -> list[tuple]:
