@@ -27,8 +27,8 @@ def tiny_vlm(tmp_path_factory):
     return build_tiny_vlm(tmp_path_factory.mktemp("models") / "tiny-vlm")
 
 
-def fill_pages(ws, tmp_path: Path, n_train: int = 4) -> list[dict]:
-    records = build_demo_records(seed=0, n_train=n_train, n_validation=0, n_test=0, images_dir=tmp_path / "pages")
+def fill_pages(ws, tmp_path: Path, n_train: int = 4, n_test: int = 0) -> list[dict]:
+    records = build_demo_records(seed=0, n_train=n_train, n_validation=0, n_test=n_test, images_dir=tmp_path / "pages")
     items = validate(((i, r) for i, r in enumerate(records, 1)), Path("<demo>"), ImportFields(), None)
     import_records(ws, items, "demo", source="demo")
     return records
