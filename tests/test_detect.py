@@ -109,10 +109,10 @@ def test_config_fields_have_help():
 
 
 def test_thresholds_are_configurable():
-    text = "Resposta: " + "ab" * 30  # 60 chars of loop: below the default c
+    text = "Resposta: " + "abc" * 12 + "d"  # 36 chars of loop: below the default c, and not a short unit's 16 repeats
     assert not analyze(text, "length").degenerate
-    assert analyze(text, "length", config=DetectConfig(min_chars=40)).degenerate
-    assert not analyze("x" * 500, "length", config=DetectConfig(min_repeats=600)).degenerate
+    assert analyze(text, "length", config=DetectConfig(min_chars=30)).degenerate
+    assert not analyze("x" * 500, "length", config=DetectConfig(min_repeats=600, short_min_repeats=600)).degenerate
 
 
 def test_counting_can_count_as_degeneration():

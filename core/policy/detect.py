@@ -51,7 +51,7 @@ import json
 import re
 import unicodedata
 import zlib
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
 from typing import Iterable, TextIO
 
@@ -65,6 +65,9 @@ _DIGIT_TO_ZERO = bytes.maketrans(b"123456789", b"000000000")
 _LABEL = re.compile(r'"[^"\n]{0,60}"\s*:|[^\W\d_]+\s*:')
 _WORD = re.compile(r"[^\W\d_]+")
 _NUMBER = re.compile(r"\d+")
+_AMOUNT = re.compile(r"\d+(?:[.,]\d+)*")  # a number as the collapsed domain sees it: 1.400,00 is one
+_SEGMENT_END = re.compile(r"\n|\}\s*,\s*")  # units of a drifting loop: lines, or the objects of a JSON array
+_DRIFT_TOKEN = re.compile(r"[^\W\d_]{3,}|\d+(?:[.,:/]\d+)*")  # words, and numbers with times and dates whole
 _TOKEN = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\U00020000-\U0002ffff]|\w+|[^\w\s]")
 
 
@@ -75,10 +78,18 @@ class DetectConfig:
     min_repeats: int = field(default=3, metadata={"help": "k: times an exact unit must repeat to be a loop (vLLM's min_count)."})
     min_chars: int = field(default=100, metadata={"help": "c: characters a loop must cover; keeps short texts and short runs out."})
     min_chars_punct: int = field(default=200, metadata={"help": "characters a loop of a unit with no letter or digit (spaces, -----, ....) must cover; keeps separators out."})
-    max_period: int = field(default=1000, metadata={"help": "longest unit, in characters, searched for (a whole JSON object or table row)."})
+    max_period: int = field(default=2000, metadata={"help": "longest unit, in characters, searched for (a whole JSON object, table row or repeated reasoning paragraph)."})
     mask_digits: bool = field(default=True, metadata={"help": "also find templated loops: units identical once every digit run is masked."})
     templated_min_repeats: int = field(default=4, metadata={"help": "times a templated unit must repeat; more than k because legit tables repeat a description a few times."})
     templated_min_letters: int = field(default=4, metadata={"help": "letters outside keys/labels a templated unit needs, so bare number lists (CPFs, codes) are not loops."})
+    drift: bool = field(default=True, metadata={"help": "also find drifting loops: lines or JSON objects repeated with small changes (letters too) that bring no new tokens."})
+    drift_similarity: float = field(default=0.8, metadata={"help": "how alike (Indel similarity, numbers masked) a unit must be to one of the 4 before it to continue a drifting loop."})
+    drift_min_repeats: int = field(default=6, metadata={"help": "units a drifting loop needs; more than an exact loop, since near-repeats also occur in legit lists."})
+    drift_max_novelty: float = field(default=0.5, metadata={"help": "most share of a drifting loop's later cycles that may bring a new word (not a small edit of one seen): a real list brings one every cycle."})
+    drift_max_sequence_novelty: float = field(default=0.7, metadata={"help": "most share of a drifting loop's later units that may bring a new sequence of words: a list recombining a few words brings one in every unit."})
+    drift_max_number_novelty: float = field(default=0.6, metadata={"help": "most share of new numbers in a drifting loop's later units: more is data (a log, measurements), not a loop."})
+    short_min_repeats: int = field(default=16, metadata={"help": "at a limit stop, a tail of a short unit (letters, digits or CJK) repeated this many times is a loop even under min_chars."})
+    short_min_chars: int = field(default=32, metadata={"help": "characters such a short tail loop must still cover."})
     counting_is_degenerate: bool = field(default=False, metadata={"help": "count a counting loop (item 1, item 2, ...) at the limit as degeneration."})
     tail_slack: int = field(default=8, metadata={"help": "a loop ending this many characters before the end of a length-stopped text is still its tail (a stray last token)."})
     tail_window: int = field(default=8192, metadata={"help": "characters from the end that tail_loop() scans, so loop-aware stopping costs O(window) per call."})
@@ -97,9 +108,17 @@ class Loop:
     templated: bool = False
     counting: bool = False
     at_tail: bool = False
+    kind: str = "exact"  # exact | templated | counting | drifting | short
+    drift: float = 0.0  # drifting loops: how much a repeat differs from the one it repeats (1 - similarity)
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def why(self) -> str:
+        """One line a person reads: the kind of loop, its unit and repeats (and the drift)."""
+        unit = self.unit if len(self.unit) <= 60 else self.unit[:57] + "..."
+        extra = f", repeats differ by {self.drift:.0%}" if self.kind == "drifting" else ""
+        return f"{self.kind} loop of {self.repeats:g} × {unit!r} ({self.period} chars{extra})"
 
 
 @dataclass
@@ -111,12 +130,14 @@ class DetectResult:
     loops: list[Loop]
     finish_reason: str | None
     metrics: dict
+    note: str | None = None  # e.g. the finish reason and the text disagree
 
     def to_dict(self) -> dict:
         return {
             "degenerate": self.degenerate,
             "has_loop": self.has_loop,
             "finish_reason": self.finish_reason,
+            "note": self.note,
             "loops": [loop.to_dict() for loop in self.loops],
             "metrics": self.metrics,
         }
@@ -355,6 +376,47 @@ def _is_counting(span: str, unit: str, repeats: float) -> bool:
     return step != 0 and all(b - a == step for a, b in zip(numbers, numbers[1:]))
 
 
+def _slot_values(span: str, unit: str, repeats: float) -> list[list[int]]:
+    """The numbers of a templated stretch by slot: slot j holds the j-th number of every whole unit
+    (separators dropped, so ``1.400,00`` is 140000: only order and steps matter here)."""
+    per, whole = len(_AMOUNT.findall(unit)), int(repeats)
+    values = [int(re.sub(r"\D", "", x)) for x in _AMOUNT.findall(span)[:per * whole]]
+    return [values[j::per] for j in range(per)] if per and len(values) == per * whole else []
+
+
+def _behaviour(v: list[int]) -> str:
+    """constant, progression (one fixed step, a wrap or two allowed), monotone, recurring (values come
+    back: a cycle), or novel (mostly new values in no order: data)."""
+    if len(set(v)) == 1:
+        return "constant"
+    steps = [b - a for a, b in zip(v, v[1:])]
+    step = max(set(steps), key=steps.count)
+    if step and steps.count(step) >= 0.75 * len(steps):
+        return "progression"
+    if all(x >= 0 for x in steps) or all(x <= 0 for x in steps):
+        return "monotone"
+    return "novel" if len(set(v)) > len(v) / 2 else "recurring"
+
+
+def _template_kind(span: str, unit: str, repeats: float, lettered: bool) -> str | None:
+    """Whether a stretch that repeats once numbers are masked is a loop: ``templated`` (no new
+    information: numbers constant, cycling, or random beside fixed words), ``counting`` (an
+    enumeration: one counter or identifier closing each unit — ``item 7``, ``.../frame_000123.png``),
+    or None when its numbers carry information: an ordered key beside new values (a training log,
+    dated records), or new values with no words to repeat (CPFs, codes, a column of amounts)."""
+    if _is_counting(span, unit, repeats):
+        return "counting"
+    slots = _slot_values(span, unit, repeats)
+    kinds = [_behaviour(v) for v in slots]
+    varying = [k for k in kinds if k != "constant"]
+    if (len(varying) == 1 and kinds[-1] != "constant" and len(set(slots[-1])) == len(slots[-1])
+            and (lettered or kinds[-1] != "novel")):
+        return "counting"
+    if "novel" in kinds and ({"progression", "monotone"} & set(kinds) or not lettered):
+        return None
+    return "templated" if lettered or varying else None
+
+
 def _from_collapsed(t: _Text, lo: int, hi: int, d: int, cfg: DetectConfig) -> Loop | None:
     """A stretch of the collapsed domain as a Loop in text coordinates: exact when the raw bytes
     repeat too (then re-extended in the raw bytes), templated when only the masked ones do."""
@@ -373,10 +435,10 @@ def _from_collapsed(t: _Text, lo: int, hi: int, d: int, cfg: DetectConfig) -> Lo
     if first <= start or hi - lo < cfg.min_chars or repeats < cfg.templated_min_repeats:
         return None
     unit = text[start:first]
-    counting = _is_counting(text[start:end], unit, repeats)
-    if not counting and _value_letters(unit) < cfg.templated_min_letters:
+    kind = _template_kind(text[start:end], unit, repeats, _value_letters(unit) >= cfg.templated_min_letters)
+    if kind is None:
         return None
-    return Loop(start, end, first - start, round(repeats, 2), unit, True, counting, end >= len(text) - cfg.tail_slack)
+    return Loop(start, end, first - start, round(repeats, 2), unit, True, kind == "counting", end >= len(text) - cfg.tail_slack, kind)
 
 
 def _exact(t: _Text, lo: int, hi: int, d: int, cfg: DetectConfig) -> Loop | None:
@@ -420,6 +482,129 @@ def _merge(loops: list[Loop]) -> list[Loop]:
     return kept
 
 
+def _novelty(units: list[str], period: int) -> tuple[float, float, float]:
+    """What a run's later units (after the first third) bring that is new: the share of its cycles
+    (``period`` units each) with a new word, the share of its units with a new sequence of words
+    (a word within a small edit of one seen before counts as that word, so OCR drift that re-reads
+    a heading with a letter changed brings nothing), and the share of its numbers not seen before.
+    A loop brings little; a real list brings a new name every cycle, or new combinations of a few
+    words in every unit."""
+    from rapidfuzz import process
+    from rapidfuzz.distance import Levenshtein
+
+    warm = max(3, len(units) // 3)
+    seen_words: set[str] = set()
+    seen_sequences: set[tuple] = set()
+    seen_numbers: set[str] = set()
+    fresh_words, fresh_sequences, numbers, new_numbers = [], [], 0, 0
+    for i, unit in enumerate(units):
+        fresh, sequence = False, []
+        for tok in _DRIFT_TOKEN.findall(unit):
+            if tok[0].isdigit():
+                if i >= warm:
+                    numbers += 1
+                    new_numbers += tok not in seen_numbers
+                seen_numbers.add(tok)
+                continue
+            if tok not in seen_words:
+                near = process.extractOne(tok, seen_words, scorer=Levenshtein.distance,
+                                          score_cutoff=1 if len(tok) < 6 else 2) if seen_words else None
+                if near is None:
+                    fresh = True
+                    seen_words.add(tok)
+                else:
+                    tok = near[0]
+            sequence.append(tok)
+        if i >= warm:
+            fresh_words.append(fresh)
+            fresh_sequences.append(tuple(sequence) not in seen_sequences)
+        seen_sequences.add(tuple(sequence))
+    cycles = [any(fresh_words[j:j + period]) for j in range(0, len(fresh_words), period)]
+    if not cycles:
+        return 1.0, 1.0, 1.0
+    return sum(cycles) / len(cycles), sum(fresh_sequences) / len(fresh_sequences), new_numbers / numbers if numbers else 0.0
+
+
+def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
+    """Loops whose units (lines, or a JSON array's objects) repeat with small changes, letters
+    included: each unit is like one of the 4 before it (numbers masked), over at least
+    drift_min_repeats units and min_chars, and the later units bring almost no new token. A cut
+    last unit is compared with the start of the one it repeats. Linear: 4 bit-parallel
+    similarities per unit."""
+    from rapidfuzz.distance import Indel
+
+    spans, pos = [], 0
+    for m in _SEGMENT_END.finditer(text):
+        spans.append((pos, m.end()))
+        pos = m.end()
+    if pos < len(text):
+        spans.append((pos, len(text)))
+    spans = [sp for sp in spans if not text[sp[0]:sp[1]].isspace()]
+    if len(spans) < cfg.drift_min_repeats:
+        return []
+    norms = [_AMOUNT.sub("0", text[a:b]).strip() for a, b in spans]
+    best = [(0.0, 0)] * len(spans)
+    for i in range(1, len(spans)):
+        a = norms[i]
+        for p in range(1, min(4, i) + 1):
+            b = norms[i - p]
+            if i == len(spans) - 1 and len(a) < len(b):
+                b = b[:len(a)]  # cut at the limit mid-unit
+            if len(b) >= 8 and 0.7 <= len(a) / len(b) <= 1.4:
+                sim = Indel.normalized_similarity(a, b)
+                if sim > best[i][0]:
+                    best[i] = (sim, p)
+    # runs of matching units; one stray unit between two matches (a garbled row) does not end a run
+    runs, first, last, sims, backs = [], None, None, [], []
+    for i, (sim, p) in enumerate(best + [(0.0, 0), (0.0, 0)]):
+        if sim >= cfg.drift_similarity:
+            if first is None:
+                first, sims, backs = i - p, [], []
+            last = i
+            sims.append(sim)
+            backs.append(p)
+        elif first is not None and i - last > 1:
+            runs.append((first, last, sims, max(set(backs), key=backs.count)))
+            first = None
+    loops = []
+    for first, last, sims, period in runs:
+        n = last - first + 1
+        start, end = spans[first][0], spans[last][1]
+        if n < cfg.drift_min_repeats or end - start < cfg.min_chars or len(set(norms[first:last + 1])) == 1:
+            continue  # short, or the same once numbers are masked: the templated rule decides those
+        units = [text[a:b] for a, b in spans[first:last + 1]]
+        words, sequences, numbers = _novelty(units, period)
+        if words > cfg.drift_max_novelty or sequences > cfg.drift_max_sequence_novelty or numbers > cfg.drift_max_number_novelty:
+            continue
+        unit = units[0]
+        loops.append(Loop(start, end, len(unit), float(n), unit, at_tail=end >= len(text) - cfg.tail_slack,
+                          kind="drifting", drift=round(1 - sum(sims) / len(sims), 3)))
+    return loops
+
+
+def _short_tail(t: _Text, cfg: DetectConfig) -> Loop | None:
+    """A tail of a short unit with a letter, digit or CJK character (``的的的``, ``ha ha``) repeated
+    short_min_repeats times: under min_chars, but degenerate when the limit cut it."""
+    st = _tail(t.raw, 8 * _max_bytes(t, cfg) // cfg.max_period, cfg.short_min_repeats, cfg.short_min_chars)
+    if st is None:
+        return None
+    loop = _exact(t, *st, replace(cfg, min_chars=cfg.short_min_chars, min_repeats=cfg.short_min_repeats))
+    if loop is None or not any(ch.isalnum() for ch in loop.unit):
+        return None
+    loop.kind = "short"
+    return loop
+
+
+def _with_drift(loops: list[Loop], text: str, cfg: DetectConfig) -> list[Loop]:
+    """Add the drifting loops that are not an exact or templated loop already found (or are much longer)."""
+    if not cfg.drift:
+        return loops
+    for d in _drift_loops(text, cfg):
+        if all(min(d.end, x.end) - max(d.start, x.start) <= 0 or d.end - d.start > x.end - x.start for x in loops):
+            loops.append(d)
+    return _merge(loops)
+
+
 def find_loops(text: str, config: DetectConfig | None = None) -> list[Loop]:
     """All loops of a text, exact and templated, in order of position.
 
@@ -434,14 +619,15 @@ def find_loops(text: str, config: DetectConfig | None = None) -> list[Loop]:
     min_len = min(cfg.min_chars, cfg.min_chars_punct)
     k = min(cfg.min_repeats, cfg.templated_min_repeats)
     if not (cfg.mask_digits and t.has_digits):
-        return _merge([lp for st in _scan(t.raw, max_p, cfg.min_repeats, min_len) if (lp := _exact(t, *st, cfg))])
+        loops = [lp for st in _scan(t.raw, max_p, cfg.min_repeats, min_len) if (lp := _exact(t, *st, cfg))]
+        return _with_drift(_merge(loops), text, cfg)
     loops = [_from_collapsed(t, *st, cfg) for st in _scan(t.collapsed, max_p, k, min_len)]
     if b"0" * min_len in t.masked:
         loops += [_exact(t, *st, cfg) for st in _scan(t.raw, max_p, cfg.min_repeats, min_len)]
     else:
         st = _tail(t.raw, max_p, cfg.min_repeats, min_len)
         loops.append(_exact(t, *st, cfg) if st else None)
-    return _merge([lp for lp in loops if lp])
+    return _with_drift(_merge([lp for lp in loops if lp]), text, cfg)
 
 
 def _tail_loop_in(t: _Text, cfg: DetectConfig) -> Loop | None:
@@ -453,7 +639,7 @@ def _tail_loop_in(t: _Text, cfg: DetectConfig) -> Loop | None:
     if loop is None and cfg.mask_digits and t.has_digits:
         st = _tail(t.collapsed, max_p, cfg.templated_min_repeats, min_len)
         loop = _from_collapsed(t, *st, cfg) if st else None
-    return loop
+    return loop or _short_tail(t, cfg)
 
 
 def tail_loop(text: str, config: DetectConfig | None = None) -> Loop | None:
@@ -504,6 +690,19 @@ def _is_degenerate(loops: list[Loop], n: int, finish_reason: str | None, cfg: De
     return False
 
 
+def _ends_inside_unit(text: str, unit: str) -> bool:
+    """The text stops in the middle of a repeat, as a token limit cuts (not after a whole unit, as a
+    model that chose to stop would): it ends on a letter or digit where a whole unit does not, or
+    inside the unit's last word."""
+    u = unit.rstrip()
+    if not text or not u or not text[-1].isalnum():
+        return False
+    if not u[-1].isalnum():
+        return True
+    last_text, last_unit = re.search(r"\w+$", text).group(), re.search(r"\w+$", u).group()
+    return len(last_text) < len(last_unit) and last_unit.startswith(last_text)
+
+
 def analyze(
     text: str,
     finish_reason: str | None = None,
@@ -513,32 +712,33 @@ def analyze(
     """Loops, degeneration verdict and metrics of one candidate.
 
     ``finish_reason`` None means unknown: loops are reported, and the candidate is degenerate only
-    if a tail loop runs to the very last character. ``token_ids``, when given, are the units of
-    seq-rep-n and distinct-n; otherwise words, CJK characters and punctuation marks are.
+    if a tail loop runs to the very last character. A text whose finish reason says it stopped but
+    which ends cut inside a loop (some servers report a limit hit as ``stop``) is degenerate, with a
+    ``note`` saying the two disagree. ``token_ids``, when given, are the units of seq-rep-n and
+    distinct-n; otherwise words, CJK characters and punctuation marks are.
     """
     cfg = config or DetectConfig()
     loops = find_loops(text, cfg)
+    limit = finish_reason is None or finish_reason in LIMIT_REASONS
+    if limit and not any(lp.at_tail for lp in loops) and (short := _short_tail(_Text(text), cfg)):
+        loops.append(short)
     tail = next((lp for lp in reversed(loops) if lp.at_tail), None)
+    degenerate, note = _is_degenerate(loops, len(text), finish_reason, cfg), None
+    if not limit and tail and tail.end == len(text) and not tail.counting and _ends_inside_unit(text, tail.unit):
+        degenerate = True
+        note = (f"finish_reason says {finish_reason!r}, but the text ends cut inside a loop: "
+                f"a limit hit reported as {finish_reason!r}")
     metrics: dict = {"tail_loop_coverage": round((tail.end - tail.start) / len(text), 4) if tail else 0.0}
     if cfg.metrics:
         _ngram_metrics(list(token_ids) if token_ids is not None else _TOKEN.findall(text), metrics)
         metrics["compression_ratio"] = compression_ratio(text)
-    return DetectResult(
-        degenerate=_is_degenerate(loops, len(text), finish_reason, cfg),
-        has_loop=bool(loops),
-        loops=loops,
-        finish_reason=finish_reason,
-        metrics=metrics,
-    )
+    return DetectResult(degenerate=degenerate, has_loop=bool(loops), loops=loops, finish_reason=finish_reason,
+                        metrics=metrics, note=note)
 
 
 def is_degenerate(text: str, finish_reason: str | None, config: DetectConfig | None = None) -> bool:
-    """The verdict only; a candidate that stopped by itself is never degenerate, so it costs nothing."""
-    cfg = config or DetectConfig()
-    if finish_reason is not None and finish_reason not in LIMIT_REASONS:
-        return False
-    loop = _tail_loop_in(_Text(text), cfg)
-    return loop is not None and _is_degenerate([loop], len(text), finish_reason, cfg)
+    """The verdict only (no metrics): the same answer as ``analyze``."""
+    return analyze(text, finish_reason, config=replace(config or DetectConfig(), metrics=False)).degenerate
 
 
 # ---------------------------------------------------------------- JSONL in, JSONL out
