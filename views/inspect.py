@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core.policy.detect import analyze
-from core.present.render import render_text_html
+from core.present.render import md_escape, render_text_html
 
 _ROW = "| Parafuso sextavado | {q} | 12,50 |\n"
 EXAMPLES = {
@@ -21,6 +21,17 @@ EXAMPLES = {
     ),
     "Sentence loop that still ended": ("Resumo do documento. " + "Não foi possível ler o campo. " * 12 + "Fim.", "stop"),
     "Whitespace to the limit": ("Observações:" + "\n" * 400, "length"),
+    "Invoice rows drifting to the limit": (
+        '{"itens":[' + "".join(f'{{"descricao":"{d}","quantidade":{q},"valor_unitario":"1,{v}0","total":"1{v},60"}},'
+                               for d, q, v in [("Fita veda rosca 3/4", 2, 2), ("Fita veda rosca 5mm", 2, 6), ("Fita dupla face", 10, 2)] * 7)[:-9],
+        "length",
+    ),
+    "Heading re-read with a letter changing": (
+        "# RELATÓRIO ANUAL DE ATIVIDADES\n" + "".join(f"## {h}\n" for h in [
+            "RELATORIO ANUAL DE ATIVIDADES", "RELATÓRIO ANUAL DE ATIVIDADE5", "RELATÓRIO ANUAL DE ATlVIDADES",
+            "RELATÓRIO ANUAL DE ATIVIDADES", "RELATÓRlO ANUAL DE ATIVIDADES", "RELATÓRIO ANUAL OE ATIVIDADES"] * 3)[:-7],
+        "length",
+    ),
     "Model text with HTML": ('<script>alert("x")</script> & <img src=x onerror=alert(1)> ' * 6, "length"),
 }
 REASONS = ["length", "stop", "repetition", "unknown"]
@@ -38,15 +49,20 @@ finish = st.selectbox("finish_reason", REASONS, key="finish", help="unknown: deg
 
 if text:
     result = analyze(text, None if finish == "unknown" else finish)
+    why = md_escape(result.why() or "", 300)
     if result.degenerate:
-        st.error(f"Degenerate: stopped by {finish} inside a loop.", icon=":material/repeat:")
+        st.error(f"Degenerate: stopped by {finish} inside a {why}.", icon=":material/repeat:")
     elif result.has_loop:
-        st.warning(f"Not degenerate, but {len(result.loops)} loop(s) found.", icon=":material/warning:")
+        st.warning(f"Not degenerate, but {len(result.loops)} loop(s) found; the longest: {why}.", icon=":material/warning:")
     else:
         st.success("Not degenerate: no loop found.", icon=":material/check_circle:")
+    if result.note:
+        st.info(md_escape(result.note, 300), icon=":material/info:")
     if result.loops:
         st.dataframe(
-            [{k: v for k, v in loop.to_dict().items() if k != "unit"} | {"unit": loop.unit[:80]} for loop in result.loops],
+            [{"kind": lp.kind, "start": lp.start, "end": lp.end, "period": lp.period, "repeats": lp.repeats,
+              "drift": lp.drift if lp.kind == "drifting" else None, "at_tail": lp.at_tail, "unit": lp.unit[:80]}
+             for lp in result.loops],
             hide_index=True,
         )
     st.html(render_text_html(text, result.loops))

@@ -66,7 +66,9 @@ _LABEL = re.compile(r'"[^"\n]{0,60}"\s*:|[^\W\d_]+\s*:')
 _WORD = re.compile(r"[^\W\d_]+")
 _NUMBER = re.compile(r"\d+")
 _AMOUNT = re.compile(r"\d+(?:[.,]\d+)*")  # a number as the collapsed domain sees it: 1.400,00 is one
-_SEGMENT_END = re.compile(r"\n|\}\s*,\s*")  # units of a drifting loop: lines, or the objects of a JSON array
+_NAME_BEFORE = re.compile(r"[^\W\d]+[_-]?$|$")  # the name a glued number ends (``shard-`` of shard-12659)
+_VALUE = re.compile(r"\d+(?:[.,:/-]\d+)*")  # a value as a person reads it: times, dates and phone numbers whole
+_SEGMENT_END = re.compile(r"\n|\}\s*,\s*|(?<=[.!?。])\s+(?=\S)")  # units of a drifting loop: lines, sentences, a JSON array's objects
 _DRIFT_TOKEN = re.compile(r"[^\W\d_]{3,}|\d+(?:[.,:/]\d+)*")  # words, and numbers with times and dates whole
 _TOKEN = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\U00020000-\U0002ffff]|\w+|[^\w\s]")
 
@@ -90,6 +92,7 @@ class DetectConfig:
     drift_max_number_novelty: float = field(default=0.6, metadata={"help": "most share of new numbers in a drifting loop's later units: more is data (a log, measurements), not a loop."})
     short_min_repeats: int = field(default=16, metadata={"help": "at a limit stop, a tail of a short unit (letters, digits or CJK) repeated this many times is a loop even under min_chars."})
     short_min_chars: int = field(default=32, metadata={"help": "characters such a short tail loop must still cover."})
+    long_unit_chars: int = field(default=300, metadata={"help": "at a limit stop, a unit this long (a paragraph, a code block) repeated twice at the tail is a loop; near-repeated, 3 times."})
     counting_is_degenerate: bool = field(default=False, metadata={"help": "count a counting loop (item 1, item 2, ...) at the limit as degeneration."})
     tail_slack: int = field(default=8, metadata={"help": "a loop ending this many characters before the end of a length-stopped text is still its tail (a stray last token)."})
     tail_window: int = field(default=8192, metadata={"help": "characters from the end that tail_loop() scans, so loop-aware stopping costs O(window) per call."})
@@ -132,11 +135,18 @@ class DetectResult:
     metrics: dict
     note: str | None = None  # e.g. the finish reason and the text disagree
 
+    def why(self) -> str | None:
+        """Why the verdict: the loop that ends the text (degenerate) or the longest one (a loop inside)."""
+        tail = next((lp for lp in reversed(self.loops) if lp.at_tail), None) if self.degenerate else None
+        loop = tail or max(self.loops, key=lambda lp: lp.end - lp.start, default=None)
+        return loop.why() if loop else None
+
     def to_dict(self) -> dict:
         return {
             "degenerate": self.degenerate,
             "has_loop": self.has_loop,
             "finish_reason": self.finish_reason,
+            "why": self.why(),
             "note": self.note,
             "loops": [loop.to_dict() for loop in self.loops],
             "metrics": self.metrics,
@@ -376,45 +386,102 @@ def _is_counting(span: str, unit: str, repeats: float) -> bool:
     return step != 0 and all(b - a == step for a, b in zip(numbers, numbers[1:]))
 
 
-def _slot_values(span: str, unit: str, repeats: float) -> list[list[int]]:
-    """The numbers of a templated stretch by slot: slot j holds the j-th number of every whole unit
-    (separators dropped, so ``1.400,00`` is 140000: only order and steps matter here)."""
-    per, whole = len(_AMOUNT.findall(unit)), int(repeats)
-    values = [int(re.sub(r"\D", "", x)) for x in _AMOUNT.findall(span)[:per * whole]]
-    return [values[j::per] for j in range(per)] if per and len(values) == per * whole else []
+class _Slot:
+    """One number position across the units of a repeated structure: its values (separators dropped,
+    so ``1.400,00`` is 140000: only order and steps matter), whether they were written as a name's
+    suffix (``shard-12659``, ``.mt-3``, ``pagina_000123``), and whether they had a separator."""
+
+    def __init__(self, matches: list[re.Match]):
+        self.values = [int(re.sub(r"\D", "", m.group())[:18]) for m in matches]
+        self.glued = sum(_is_glued(m) for m in matches) > len(matches) / 2
+        self.plain = not any(re.search(r"\D", m.group()) for m in matches)
+        self.kind = _behaviour(self.values)
+
+    def identifies(self) -> bool:
+        """Every unit gets its own value, written as a name's suffix or as a long bare integer: an id."""
+        distinct = len(set(self.values)) == len(self.values)
+        return distinct and (self.glued or (self.plain and min(self.values) >= 1000))
+
+
+def _is_glued(m: re.Match) -> bool:
+    before = m.string[m.start() - 1:m.start()]
+    return bool(before) and (before.isalpha() or (before in "_-" and m.string[m.start() - 2:m.start() - 1].isalnum()))
+
+
+def _slots(units: list[str]) -> list[_Slot]:
+    """The number slots of a run of units, one per position, for every group of at least 4 units that
+    hold the same count of numbers (a log alternates an epoch line and a metrics line)."""
+    found = [list(_VALUE.finditer(u)) for u in units]
+    groups: dict[int, list[list[re.Match]]] = {}
+    for f in found:
+        groups.setdefault(len(f), []).append(f)
+    return [_Slot([f[j] for f in same]) for per, same in groups.items() if per and len(same) >= 4 for j in range(per)]
+
+
+def _names_units(units: list[str]) -> bool:
+    """Each unit names a new thing: the values written as a name's suffix or as a long id (a path's
+    run, checkpoint and shard; a product's image) differ in every unit. A row counter beside ids
+    that cycle does not count: that is an invented table going round."""
+    names = [tuple(_NAME_BEFORE.search(u, 0, m.start()).group() + m.group() if _is_glued(m) else m.group()  # mt-3, pr-3
+                   for m in _VALUE.finditer(u) if _is_glued(m) or (m.group().isdigit() and len(m.group()) >= 4)) for u in units]
+    return all(names) and len(set(names)) == len(names)
 
 
 def _behaviour(v: list[int]) -> str:
-    """constant, progression (one fixed step, a wrap or two allowed), monotone, recurring (values come
-    back: a cycle), or novel (mostly new values in no order: data)."""
+    """constant, progression (one fixed step, a wrap or two allowed), monotone,
+    recurring (values come back: a cycle), or novel (mostly new values in no order: data)."""
     if len(set(v)) == 1:
         return "constant"
     steps = [b - a for a, b in zip(v, v[1:])]
-    step = max(set(steps), key=steps.count)
-    if step and steps.count(step) >= 0.75 * len(steps):
-        return "progression"
-    if all(x >= 0 for x in steps) or all(x <= 0 for x in steps):
-        return "monotone"
+    moves = [x for x in steps if x]
+    step = max(set(moves), key=moves.count)
+    if moves.count(step) >= 0.75 * len(moves) and len(moves) >= len(steps) / 3:
+        return "progression"  # one fixed step, pauses allowed (a time range's end is the next one's start)
+    if (all(x >= 0 for x in steps) or all(x <= 0 for x in steps)) and len(set(v)) >= max(3, len(v) / 8):
+        return "monotone"  # keeps moving through many values, a few units per value (times in a log)
     return "novel" if len(set(v)) > len(v) / 2 else "recurring"
 
 
-def _template_kind(span: str, unit: str, repeats: float, lettered: bool) -> str | None:
+def _information(units: list[str], lettered: bool) -> str | None:
+    """What the numbers of a repeated structure carry: ``log`` (an ordered key — a step, a time —
+    beside new values: a training log, dated records), ``id`` (each unit names a new thing: paths,
+    keys, a scale of CSS classes), ``data`` (new or unevenly rising values and no words repeating:
+    CPFs, codes, a timetable), or None: constant, cycling, counting by a fixed step, or random beside
+    fixed words — no information, a loop."""
+    slots = _slots(units)
+    kinds = {sl.kind for sl in slots}
+    if "novel" in kinds and kinds & {"progression", "monotone"}:
+        return "log"
+    if any(sl.identifies() for sl in slots) or _names_units(units):
+        return "id"
+    if kinds & {"novel", "monotone"} and not lettered:
+        return "data"  # new values, or values that rise unevenly (a timetable), and no words to repeat
+    return None
+
+
+def _template_kind(span: str, unit: str, repeats: float, lettered: bool, period: int) -> str | None:
     """Whether a stretch that repeats once numbers are masked is a loop: ``templated`` (no new
-    information: numbers constant, cycling, or random beside fixed words), ``counting`` (an
-    enumeration: one counter or identifier closing each unit — ``item 7``, ``.../frame_000123.png``),
-    or None when its numbers carry information: an ordered key beside new values (a training log,
-    dated records), or new values with no words to repeat (CPFs, codes, a column of amounts)."""
+    information), ``counting`` (an enumeration: ``item 7``, ``.../frame_000123.png``), or None when
+    its numbers carry information (a log, data)."""
     if _is_counting(span, unit, repeats):
         return "counting"
-    slots = _slot_values(span, unit, repeats)
-    kinds = [_behaviour(v) for v in slots]
-    varying = [k for k in kinds if k != "constant"]
-    if (len(varying) == 1 and kinds[-1] != "constant" and len(set(slots[-1])) == len(slots[-1])
-            and (lettered or kinds[-1] != "novel")):
+    units = _split_units(span, unit, repeats)
+    info = _information(units, lettered)
+    if info == "id" and lettered:
         return "counting"
-    if "novel" in kinds and ({"progression", "monotone"} & set(kinds) or not lettered):
+    if info:
         return None
-    return "templated" if lettered or varying else None
+    return "templated" if lettered or any(sl.kind != "constant" for sl in _slots(units)) else None
+
+
+def _split_units(span: str, unit: str, repeats: float) -> list[str]:
+    """The whole units of a templated stretch: the span cut after every ``per``-th number (units
+    differ in length as their numbers do)."""
+    per, whole = len(_AMOUNT.findall(unit)), int(repeats)
+    if not per:
+        return [unit] * whole
+    ends = [m.end() for m in _AMOUNT.finditer(span)][per - 1::per][:whole]
+    return [span[a:b] for a, b in zip([0, *ends], ends)]
 
 
 def _from_collapsed(t: _Text, lo: int, hi: int, d: int, cfg: DetectConfig) -> Loop | None:
@@ -435,7 +502,7 @@ def _from_collapsed(t: _Text, lo: int, hi: int, d: int, cfg: DetectConfig) -> Lo
     if first <= start or hi - lo < cfg.min_chars or repeats < cfg.templated_min_repeats:
         return None
     unit = text[start:first]
-    kind = _template_kind(text[start:end], unit, repeats, _value_letters(unit) >= cfg.templated_min_letters)
+    kind = _template_kind(text[start:end], unit, repeats, _value_letters(unit) >= cfg.templated_min_letters, first - start)
     if kind is None:
         return None
     return Loop(start, end, first - start, round(repeats, 2), unit, True, kind == "counting", end >= len(text) - cfg.tail_slack, kind)
@@ -482,7 +549,7 @@ def _merge(loops: list[Loop]) -> list[Loop]:
     return kept
 
 
-def _novelty(units: list[str], period: int) -> tuple[float, float, float]:
+def _novelty(units: list[str], period: int, warm: int = 3) -> tuple[float, float, float]:
     """What a run's later units (after the first third) bring that is new: the share of its cycles
     (``period`` units each) with a new word, the share of its units with a new sequence of words
     (a word within a small edit of one seen before counts as that word, so OCR drift that re-reads
@@ -492,7 +559,7 @@ def _novelty(units: list[str], period: int) -> tuple[float, float, float]:
     from rapidfuzz import process
     from rapidfuzz.distance import Levenshtein
 
-    warm = max(3, len(units) // 3)
+    warm = max(warm, len(units) // 3)
     seen_words: set[str] = set()
     seen_sequences: set[tuple] = set()
     seen_numbers: set[str] = set()
@@ -520,8 +587,8 @@ def _novelty(units: list[str], period: int) -> tuple[float, float, float]:
             fresh_sequences.append(tuple(sequence) not in seen_sequences)
         seen_sequences.add(tuple(sequence))
     cycles = [any(fresh_words[j:j + period]) for j in range(0, len(fresh_words), period)]
-    if not cycles:
-        return 1.0, 1.0, 1.0
+    if len(fresh_words) < 2 * period:
+        return 1.0, 1.0, 1.0  # under two cycles after the first third: too short to tell a loop from a list
     return sum(cycles) / len(cycles), sum(fresh_sequences) / len(fresh_sequences), new_numbers / numbers if numbers else 0.0
 
 
@@ -544,9 +611,15 @@ def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
         return []
     norms = [_AMOUNT.sub("0", text[a:b]).strip() for a, b in spans]
     best = [(0.0, 0)] * len(spans)
-    for i in range(1, len(spans)):
+    last_seen: dict[str, int] = {}  # a unit's opening -> where it was last seen: a long cycle's period
+    for i in range(len(spans)):
         a = norms[i]
-        for p in range(1, min(4, i) + 1):
+        back = [*range(1, min(4, i) + 1)]
+        j = last_seen.get(a[:12])
+        last_seen[a[:12]] = i
+        if j is not None and i - j > 4:
+            back.append(i - j)
+        for p in back:
             b = norms[i - p]
             if i == len(spans) - 1 and len(a) < len(b):
                 b = b[:len(a)]  # cut at the limit mid-unit
@@ -558,8 +631,9 @@ def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
     runs, first, last, sims, backs = [], None, None, [], []
     for i, (sim, p) in enumerate(best + [(0.0, 0), (0.0, 0)]):
         if sim >= cfg.drift_similarity:
-            if first is None:
-                first, sims, backs = i - p, [], []
+            if first is None:  # the run starts at the unit repeated, unless units between them do not repeat
+                inside = all(best[j][0] >= cfg.drift_similarity for j in range(i - p + 1, i))
+                first, sims, backs = (i - p if inside else i), [], []
             last = i
             sims.append(sim)
             backs.append(p)
@@ -570,37 +644,44 @@ def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
     for first, last, sims, period in runs:
         n = last - first + 1
         start, end = spans[first][0], spans[last][1]
-        if n < cfg.drift_min_repeats or end - start < cfg.min_chars or len(set(norms[first:last + 1])) == 1:
+        need = 3 if (end - start) / n >= cfg.long_unit_chars else cfg.drift_min_repeats  # a paragraph re-read 3 times
+        if n < need or end - start < cfg.min_chars or len(set(norms[first:last + 1])) == 1:
             continue  # short, or the same once numbers are masked: the templated rule decides those
         units = [text[a:b] for a, b in spans[first:last + 1]]
-        words, sequences, numbers = _novelty(units, period)
+        if _information(units, True):
+            continue  # a log, a list of paths or keys: the numbers are what is new
+        words, sequences, numbers = _novelty(units, period, warm=min(3, need - 1))
         if words > cfg.drift_max_novelty or sequences > cfg.drift_max_sequence_novelty or numbers > cfg.drift_max_number_novelty:
             continue
         unit = units[0]
-        loops.append(Loop(start, end, len(unit), float(n), unit, at_tail=end >= len(text) - cfg.tail_slack,
+        # at the tail also when only one unit follows, cut short by the limit (it may have drifted further)
+        at_tail = end >= len(text) - cfg.tail_slack or (last == len(spans) - 2 and len(norms[-1]) < len(norms[last]))
+        loops.append(Loop(start, end, len(unit), float(n), unit, at_tail=at_tail,
                           kind="drifting", drift=round(1 - sum(sims) / len(sims), 3)))
     return loops
 
 
-def _short_tail(t: _Text, cfg: DetectConfig) -> Loop | None:
-    """A tail of a short unit with a letter, digit or CJK character (``的的的``, ``ha ha``) repeated
-    short_min_repeats times: under min_chars, but degenerate when the limit cut it."""
+def _limit_tail(t: _Text, cfg: DetectConfig) -> Loop | None:
+    """Tails that are degenerate only because the limit cut them, under the usual k and c: a short
+    unit with a letter, digit or CJK character (``的的的``, ``ha ha``) repeated short_min_repeats times,
+    or a long unit (a paragraph, a code block: long_unit_chars or more) repeated twice and cut."""
     st = _tail(t.raw, 8 * _max_bytes(t, cfg) // cfg.max_period, cfg.short_min_repeats, cfg.short_min_chars)
-    if st is None:
-        return None
-    loop = _exact(t, *st, replace(cfg, min_chars=cfg.short_min_chars, min_repeats=cfg.short_min_repeats))
-    if loop is None or not any(ch.isalnum() for ch in loop.unit):
-        return None
-    loop.kind = "short"
-    return loop
+    loop = _exact(t, *st, replace(cfg, min_chars=cfg.short_min_chars, min_repeats=cfg.short_min_repeats)) if st else None
+    if loop is not None and any(ch.isalnum() for ch in loop.unit):
+        loop.kind = "short"
+        return loop
+    st = _tail(t.raw, _max_bytes(t, cfg), 2, 2 * cfg.long_unit_chars)
+    loop = _exact(t, *st, replace(cfg, min_repeats=2)) if st else None
+    return loop if loop is not None and loop.period >= cfg.long_unit_chars else None
 
 
 def _with_drift(loops: list[Loop], text: str, cfg: DetectConfig) -> list[Loop]:
-    """Add the drifting loops that are not an exact or templated loop already found (or are much longer)."""
+    """Add the drifting loops that are not an exact or templated loop already found (or reach more than
+    two units further: a templated loop whose rows drift apart later)."""
     if not cfg.drift:
         return loops
     for d in _drift_loops(text, cfg):
-        if all(min(d.end, x.end) - max(d.start, x.start) <= 0 or d.end - d.start > x.end - x.start for x in loops):
+        if all(min(d.end, x.end) - max(d.start, x.start) <= 0 or d.end - d.start > x.end - x.start + 2 * d.period for x in loops):
             loops.append(d)
     return _merge(loops)
 
@@ -639,7 +720,7 @@ def _tail_loop_in(t: _Text, cfg: DetectConfig) -> Loop | None:
     if loop is None and cfg.mask_digits and t.has_digits:
         st = _tail(t.collapsed, max_p, cfg.templated_min_repeats, min_len)
         loop = _from_collapsed(t, *st, cfg) if st else None
-    return loop or _short_tail(t, cfg)
+    return loop or _limit_tail(t, cfg)
 
 
 def tail_loop(text: str, config: DetectConfig | None = None) -> Loop | None:
@@ -691,16 +772,13 @@ def _is_degenerate(loops: list[Loop], n: int, finish_reason: str | None, cfg: De
 
 
 def _ends_inside_unit(text: str, unit: str) -> bool:
-    """The text stops in the middle of a repeat, as a token limit cuts (not after a whole unit, as a
-    model that chose to stop would): it ends on a letter or digit where a whole unit does not, or
-    inside the unit's last word."""
-    u = unit.rstrip()
-    if not text or not u or not text[-1].isalnum():
+    """The text stops in the middle of a word of the loop's unit, as a token limit cuts (a model that
+    chose to stop ends on a whole word): its last word is the start of a word of the unit, not one."""
+    if not text or not text[-1].isalnum():
         return False
-    if not u[-1].isalnum():
-        return True
-    last_text, last_unit = re.search(r"\w+$", text).group(), re.search(r"\w+$", u).group()
-    return len(last_text) < len(last_unit) and last_unit.startswith(last_text)
+    last = re.search(r"\w+$", text).group()
+    words = set(re.findall(r"\w+", unit))
+    return last not in words and any(w.startswith(last) for w in words)
 
 
 def analyze(
@@ -720,11 +798,11 @@ def analyze(
     cfg = config or DetectConfig()
     loops = find_loops(text, cfg)
     limit = finish_reason is None or finish_reason in LIMIT_REASONS
-    if limit and not any(lp.at_tail for lp in loops) and (short := _short_tail(_Text(text), cfg)):
-        loops.append(short)
+    if limit and not any(lp.at_tail for lp in loops) and (cut := _limit_tail(_Text(text), cfg)):
+        loops.append(cut)
     tail = next((lp for lp in reversed(loops) if lp.at_tail), None)
     degenerate, note = _is_degenerate(loops, len(text), finish_reason, cfg), None
-    if not limit and tail and tail.end == len(text) and not tail.counting and _ends_inside_unit(text, tail.unit):
+    if not limit and tail and not tail.counting and _ends_inside_unit(text, tail.unit):
         degenerate = True
         note = (f"finish_reason says {finish_reason!r}, but the text ends cut inside a loop: "
                 f"a limit hit reported as {finish_reason!r}")

@@ -24,8 +24,10 @@ PRODUCTS = ["Parafuso sextavado", "Porca sextavada", "Arruela lisa", "Chapa galv
             "Abraçadeira nylon", "Mangueira cristal", "Registro de gaveta", "Joelho 90 graus", "Trena 5 m"]
 
 
-def case(name, cls, text, finish, degenerate, has_loop, start=None, period=0):
+def case(name, cls, text, finish, degenerate, has_loop, start=None, period=0, kind=None):
     row = {"name": name, "class": cls, "text": text, "finish_reason": finish, "degenerate": degenerate, "has_loop": has_loop}
+    if kind:
+        row["kind"] = kind  # the kind of the loop that ends the text
     if start is not None:
         row["loop_start_min"] = max(0, start - max(period, 1) * 2)
         row["loop_start_max"] = start + max(period, 1)
@@ -185,6 +187,56 @@ case("exact JSON object repeated inside, closed properly", "mid_loop", HEAD + OB
 case("tail loop but the model stopped", "mid_loop", PROSE + "Obrigado. " * 30, "stop", False, True, len(PROSE), 10)
 case("tail loop to the very end, finish unknown", "mid_loop", PROSE + "Obrigado. " * 30, None, True, True, len(PROSE), 10)
 case("loop then other text, finish unknown", "mid_loop", PROSE + "Obrigado. " * 30 + "Fim.", None, False, True, len(PROSE), 10)
+
+# drifting loops: units repeated with small changes, letters too (issue 16's kinds; see tests/data/detect_corpus)
+HEADS = ["RELATÓRIO ANUAL DE ATIVIDADES", "RELATORIO ANUAL DE ATIVIDADES", "RELATÓRIO ANUAL DE ATIVIDADE5",
+         "RELATÓRIO ANUAL DE ATlVIDADES", "RELATÓRIO ANUAL OE ATIVIDADES", "RELATÓRlO ANUAL DE ATIVIDADES"]
+drift_head = PROSE + "\n" + "".join(f"## {rnd.choice(HEADS)}\n" for _ in range(30))
+case("OCR heading re-read with a letter changing, to the limit", "drifting", drift_head[:-9], "length", True, True, kind="drifting")
+cycle = ["Fita veda rosca 3/4", "Fita veda rosca 5mm", "Fita dupla face"]
+drift_rows = HEAD + ",".join(
+    '{"descricao":"%s","quantidade":%d,"valor_unitario":"%s","total":"%s"}' % (
+        cycle[i % 3], rnd.choice([2, 10]), rnd.choice(["1,20", "1,60", "1,2,0"]), rnd.choice(["1,60", "12,60", "1,40"]))
+    for i in range(30))
+case("invoice rows cycling over three descriptions, values recurring, cut mid-object", "drifting", drift_rows[:-23], "length", True, True)
+misread = ["| Mangueira cristal 3/4 | 2 | 1,60 |", "| Mangueira cristal 3/4 | 2 | 1,60 |", "| Mangueira cristai 3/4 | 2 | 1,60 |",
+           "| Mangueira crista1 3/4 | 2 | 1,60 |", "| Manqueira cristal 3/4 | 2 | 1,60 |"]
+md_drift = "| Descrição | Qtd | Valor |\n|---|---|---|\n" + "".join(rnd.choice(misread) + "\n" for _ in range(40))
+case("markdown row re-read with spelling drift, to the limit", "drifting", md_drift[:-14], "length", True, True)
+case("drifting rows that ended, stopped", "drifting", md_drift + "\nTotal: 64,00", "stop", False, True)
+
+# letterless templates: no letters at all, looping to the limit
+srt = "".join(f"{i}\n00:{i * 2 // 60:02d}:{i * 2 % 60:02d},000 --> 00:{(i * 2 + 2) // 60:02d}:{(i * 2 + 2) % 60:02d},000\n\n" for i in range(1, 90))
+case("subtitle cues with a counter and a time range and nothing else, to the limit", "letterless", "1\n00:00:00,000 --> 00:00:02,000\nBom dia.\n\n" + srt[:-17],
+     "length", True, True)
+stamps = "".join(f"<|{t:.2f}|><|{t + 2:.2f}|>" for t in range(0, 400, 2))
+case("timestamp tokens advancing with nothing between, to the limit", "letterless", stamps[:-5], "length", True, True)
+case("two codes cycling, to the limit", "letterless", "Códigos:\n" + "A1-B2\nC3-D4\n" * 30, "length", True, True)
+
+# short units cut at the limit: under min_chars, but degenerate
+case("one CJK character 40 times at the limit", "short_limit", "回答：" + "的" * 40, "length", True, True, kind="short")
+case("ok ok ok at the limit", "short_limit", "Status: " + "ok " * 20, "length", True, True)
+
+# a long period: a whole reasoning paragraph repeated
+para = " ".join(f"Passo {i}: conferimos {p.lower()} contra a nota e anotamos a diferença encontrada no campo {i}." for i, p in enumerate(PRODUCTS[:14]))
+case("a 1,300-char paragraph repeated, cut at the limit", "long_period", PROSE + (para + "\n") * 4, "length", True, True)
+
+# a loop cut mid-word that the server reported as stop
+case("tail loop cut mid-word, reported as stop", "stop_reported", PROSE + "Obrigado. " * 30 + "Obrig", "stop", True, True)
+
+# repeated structures that carry new information: not loops
+log = "".join(f"Epoch {e}/50 - loss: {0.9 * 0.93 ** e + rnd.random() * 0.01:.4f} - accuracy: {1 - 0.5 * 0.9 ** e:.4f} - lr: 1e-04\n" for e in range(1, 51))
+case("training log, epochs with new numbers, cut at the limit", "log_like", log[:-20], "length", False, False)
+paths = "".join(f"/data/scans/2024/lote_07/pagina_{i:06d}.png\n" for i in range(1, 80))
+case("paths with a sequential trailing id, cut at the limit", "log_like", paths[:-9], "length", False, True)  # an enumeration
+keys = "".join(f"s3://ocr-bucket/raw/run-{rnd.randint(10000, 99999)}/pagina.png\n" for _ in range(60))
+case("object keys with a random id, cut at the limit", "log_like", keys[:-12], "length", False, True)  # an enumeration
+chorus = "E a gente canta junto, canta a noite inteira,\nque amanhã é domingo e a vida é brincadeira.\n"
+verses = ["Acordei cedo, o sol batia na janela,\nfiz um café e pensei logo nela.\n",
+          "Passei na praça, tinha feira e tinha banda,\no povo dançando uma ciranda.\n",
+          "Voltei pra casa com a lua lá no alto,\nsapato na mão, descalço no asfalto.\n"]
+song = "".join(v + chorus * 2 for v in verses)
+case("song with a refrain, cut mid-verse at the limit", "log_like", song + verses[0][:30], "length", False, False)
 
 names = [c["name"] for c in cases]
 assert len(names) == len(set(names)), "case names must be unique"
