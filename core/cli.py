@@ -164,7 +164,9 @@ def cmd_detect(args) -> int:
         print(json.dumps(stats))
     else:
         print(
-            f"{stats['lines']} lines: {stats['degenerate']} degenerate, {stats['loops']} loops, {stats['errors']} errors",
+            f"{stats['lines']} lines: {stats['degenerate']} degenerate"
+            + (f" ({', '.join(f'{k} {v}' for k, v in sorted(stats['by_kind'].items()))})" if stats["by_kind"] else "")
+            + f", {stats['loops']} loops, {stats['errors']} errors",
             file=sys.stderr,
         )
     return 1 if errors else 0

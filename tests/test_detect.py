@@ -65,8 +65,9 @@ def test_cli_meets_the_contract_on_every_golden_line():
     summary = json.loads(lines[-1])
     assert summary == {
         "lines": len(GOLDEN), "degenerate": sum(c["degenerate"] for c in GOLDEN),
-        "loops": summary["loops"], "errors": 0,
+        "loops": summary["loops"], "errors": 0, "by_kind": summary["by_kind"],
     }
+    assert sum(summary["by_kind"].values()) == summary["degenerate"] and summary["by_kind"]["drifting"] >= 2
 
 
 def test_cli_malformed_line_is_named_and_the_rest_processed(tmp_path):
@@ -81,7 +82,7 @@ def test_cli_malformed_line_is_named_and_the_rest_processed(tmp_path):
     assert "line 2" in out[1]["error"] and "line 3" in out[2]["error"]
     assert "line 2" in proc.stderr and "line 3" in proc.stderr
     assert out[3]["degenerate"] is True
-    assert out[-1] == {"lines": 4, "degenerate": 1, "loops": 1, "errors": 2}
+    assert out[-1] == {"lines": 4, "degenerate": 1, "loops": 1, "errors": 2, "by_kind": {"exact": 1}}
 
 
 def test_detect_jsonl_reads_stdin_style_lines():

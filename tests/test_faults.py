@@ -220,3 +220,23 @@ def test_cancel_right_after_launch_is_a_cancel_not_a_death(demo_ws):
             assert jobs.cancel(demo_ws, run_id)
             assert jobs.wait(demo_ws, run_id, poll_s=0.05).status == "cancelled"
             assert run_done(demo_ws, run_id) == ("cancelled", "cancelled by the user")
+
+
+def test_a_worker_that_finishes_while_its_state_is_read_is_not_reported_dead(tmp_path, monkeypatch):
+    """The worker writes status.json and exits between the reader's two looks (seen on a loaded box:
+    a judge run of 20 candidates marked died, then failed): the state read again gives its status."""
+    import json
+
+    from core.jobs import control
+
+    job = tmp_path / "judge-x"
+    job.mkdir()
+    (job / "pid").write_text("999999")
+
+    def finishes_now(pid, job_dir):
+        (job / "status.json").write_text(json.dumps({"status": "done", "error": None}))
+        return False
+
+    monkeypatch.setattr(control, "_pid_alive", finishes_now)
+    state = control.job_state(job)
+    assert state.status == "done" and state.error is None

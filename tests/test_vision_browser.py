@@ -70,7 +70,7 @@ def test_the_vlm_loop_through_the_pages(browser, tmp_path: Path):
         n_pairs = int(re.search(r"Write (\d+) pairs", write.inner_text()).group(1))
         assert n_pairs >= 1
         write.click()
-        wait_idle(page)
+        page.get_by_text("new pending pairs", exact=False).wait_for(timeout=20_000)
 
         page.goto(f"{server.url}/review?reviewer=vlm")
         pane = page.locator(".lb-pair-id")
@@ -101,11 +101,12 @@ def test_the_vlm_loop_through_the_pages(browser, tmp_path: Path):
         number(page, "Sampled per item", 0)
         page.get_by_test_id("stBaseButton-primaryFormSubmit").click()
         for stage in ("SFT", "SFT+DPO"):  # a bar per stage in the family chart once each run is done
-            page.locator(".legendtext").filter(has_text=re.compile(f"^{re.escape(stage)}$")).wait_for(timeout=300_000)
+            page.locator(".legendtext").filter(has_text=re.compile(f"^{re.escape(stage)}$")).first.wait_for(timeout=300_000)
         wait_idle(page)
         page.screenshot(path=str(shots / "evaluate.png"))
         assert page.locator("[data-testid=stException]").count() == 0 and not errors
     finally:
+        page.screenshot(path=str(shots / "last.png"))  # where it stood, for a failure
         server.stop()
     w = open_workspace(w.root)
     try:

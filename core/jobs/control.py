@@ -53,9 +53,12 @@ def job_state(job_dir: Path) -> JobState:
     final = read_json(job_dir / "status.json")
     pid_text = (job_dir / "pid").read_text().strip() if (job_dir / "pid").exists() else ""
     pid = int(pid_text) if pid_text.isdigit() else None
+    alive = not final and _pid_alive(pid, job_dir)
+    if not final and not alive:  # the worker writes its status, then exits: read again once it is seen gone
+        final = read_json(job_dir / "status.json")
     if final:
         status, error = final["status"], final.get("error")
-    elif _pid_alive(pid, job_dir):
+    elif alive:
         status, error = "running", None
     elif (job_dir / "cancel-requested").exists():  # SIGTERM before the worker's handler was installed ends it silently
         status, error = "cancelled", "cancelled by the user"

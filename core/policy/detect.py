@@ -66,6 +66,7 @@ _LABEL = re.compile(r'"[^"\n]{0,60}"\s*:|[^\W\d_]+\s*:')
 _WORD = re.compile(r"[^\W\d_]+")
 _NUMBER = re.compile(r"\d+")
 _AMOUNT = re.compile(r"\d+(?:[.,]\d+)*")  # a number as the collapsed domain sees it: 1.400,00 is one
+_NO_SEPARATORS = str.maketrans("", "", ".,:/-")
 _NAME_BEFORE = re.compile(r"[^\W\d]+[_-]?$|$")  # the name a glued number ends (``shard-`` of shard-12659)
 _VALUE = re.compile(r"\d+(?:[.,:/-]\d+)*")  # a value as a person reads it: times, dates and phone numbers whole
 _SEGMENT_END = re.compile(r"\n|\}\s*,\s*|(?<=[.!?。])\s+(?=\S)")  # units of a drifting loop: lines, sentences, a JSON array's objects
@@ -392,9 +393,9 @@ class _Slot:
     suffix (``shard-12659``, ``.mt-3``, ``pagina_000123``), and whether they had a separator."""
 
     def __init__(self, matches: list[re.Match]):
-        self.values = [int(re.sub(r"\D", "", m.group())[:18]) for m in matches]
+        self.values = [int(m.group().translate(_NO_SEPARATORS)[:18]) for m in matches]
         self.glued = sum(_is_glued(m) for m in matches) > len(matches) / 2
-        self.plain = not any(re.search(r"\D", m.group()) for m in matches)
+        self.plain = all(m.group().isdigit() for m in matches)
         self.kind = _behaviour(self.values)
 
     def identifies(self) -> bool:
@@ -593,11 +594,12 @@ def _novelty(units: list[str], period: int, warm: int = 3) -> tuple[float, float
 
 
 def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
-    """Loops whose units (lines, or a JSON array's objects) repeat with small changes, letters
-    included: each unit is like one of the 4 before it (numbers masked), over at least
-    drift_min_repeats units and min_chars, and the later units bring almost no new token. A cut
-    last unit is compared with the start of the one it repeats. Linear: 4 bit-parallel
-    similarities per unit."""
+    """Loops whose units (lines, sentences, a JSON array's objects) repeat with small changes, letters
+    included: each unit is like one of the 4 before it or the last unit that opened the same way (a
+    paragraph's sentences, a block's lines), numbers masked, over at least drift_min_repeats units
+    (3 long ones) and min_chars, and the later units bring almost nothing new and carry no ids or
+    log keys. A cut last unit is compared with the start of the one it repeats. Linear: at most 5
+    bit-parallel similarities per unit."""
     from rapidfuzz.distance import Indel
 
     spans, pos = [], 0
@@ -611,6 +613,7 @@ def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
         return []
     norms = [_AMOUNT.sub("0", text[a:b]).strip() for a, b in spans]
     best = [(0.0, 0)] * len(spans)
+    cutoff = cfg.drift_similarity
     last_seen: dict[str, int] = {}  # a unit's opening -> where it was last seen: a long cycle's period
     for i in range(len(spans)):
         a = norms[i]
@@ -624,9 +627,11 @@ def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
             if i == len(spans) - 1 and len(a) < len(b):
                 b = b[:len(a)]  # cut at the limit mid-unit
             if len(b) >= 8 and 0.7 <= len(a) / len(b) <= 1.4:
-                sim = Indel.normalized_similarity(a, b)
+                sim = Indel.normalized_similarity(a, b, score_cutoff=cutoff)
                 if sim > best[i][0]:
                     best[i] = (sim, p)
+                    if sim == 1.0:
+                        break
     # runs of matching units; one stray unit between two matches (a garbled row) does not end a run
     runs, first, last, sims, backs = [], None, None, [], []
     for i, (sim, p) in enumerate(best + [(0.0, 0), (0.0, 0)]):
@@ -648,11 +653,11 @@ def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
         if n < need or end - start < cfg.min_chars or len(set(norms[first:last + 1])) == 1:
             continue  # short, or the same once numbers are masked: the templated rule decides those
         units = [text[a:b] for a, b in spans[first:last + 1]]
-        if _information(units, True):
-            continue  # a log, a list of paths or keys: the numbers are what is new
         words, sequences, numbers = _novelty(units, period, warm=min(3, need - 1))
         if words > cfg.drift_max_novelty or sequences > cfg.drift_max_sequence_novelty or numbers > cfg.drift_max_number_novelty:
             continue
+        if _information(units, True):
+            continue  # a log, a list of paths or keys: the numbers are what is new
         unit = units[0]
         # at the tail also when only one unit follows, cut short by the limit (it may have drifted further)
         at_tail = end >= len(text) - cfg.tail_slack or (last == len(spans) - 2 and len(norms[-1]) < len(norms[last]))
@@ -853,9 +858,9 @@ def detect_jsonl(
     """Analyze JSONL lines ``{"id"?, "text", "finish_reason"?, "token_ids"?}`` and write one JSON
     line per input line, in order. A malformed line gets ``{"line", "error"}`` (also on ``err``)
     and the rest are still processed. Returns the number of malformed lines; ``stats``, when given,
-    receives the counts of lines, degenerate candidates, loops and errors.
+    receives the counts of lines, degenerate candidates (and by the kind of loop), loops and errors.
     """
-    counts = {"lines": 0, "degenerate": 0, "loops": 0, "errors": 0}
+    counts: dict = {"lines": 0, "degenerate": 0, "loops": 0, "errors": 0, "by_kind": {}}
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
@@ -872,6 +877,9 @@ def detect_jsonl(
         result = analyze(text, finish, token_ids, config)
         counts["degenerate"] += result.degenerate
         counts["loops"] += len(result.loops)
+        if result.degenerate:  # which kind of loop made each verdict
+            kind = next((lp.kind for lp in reversed(result.loops) if lp.at_tail), "cut")
+            counts["by_kind"][kind] = counts["by_kind"].get(kind, 0) + 1
         record = {"line": number, **({"id": row_id} if row_id is not None else {}), **result.to_dict()}
         out.write(json.dumps(record, ensure_ascii=False) + "\n")
     if stats is not None:
