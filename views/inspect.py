@@ -22,14 +22,19 @@ EXAMPLES = {
     "Sentence loop that still ended": ("Resumo do documento. " + "Não foi possível ler o campo. " * 12 + "Fim.", "stop"),
     "Whitespace to the limit": ("Observações:" + "\n" * 400, "length"),
     "Invoice rows drifting to the limit": (
-        '{"itens":[' + "".join(f'{{"descricao":"{d}","quantidade":{q},"valor_unitario":"1,{v}0","total":"1{v},60"}},'
-                               for d, q, v in [("Fita veda rosca 3/4", 2, 2), ("Fita veda rosca 5mm", 2, 6), ("Fita dupla face", 10, 2)] * 7)[:-9],
+        '{"itens":[' + "".join(f'{{"descricao":"Fita {d}","quantidade":{q},"valor_unitario":"1,{v}0","total":"1{v},60"}},'
+                               for d, q, v in zip("veda rosca 3/4|dupla face|veda rosca 5mm|veda rosca 3/4|dupla face 5mm|veda rosca 3/4|"
+                                                  "veda rosca 5mm|dupla face|veda rosca 3/4|veda rosca 5mm|dupla face|veda rosca 3/4|"
+                                                  "dupla face 5mm|veda rosca 5mm|veda rosca 3/4|dupla face|veda rosca 5mm".split("|"),
+                                                  [2, 10, 2, 2, 10, 1, 2, 10, 2, 2, 10, 1, 10, 2, 2, 10, 2], "26226226226262622"))[:-9],
         "length",
     ),
     "Heading re-read with a letter changing": (
         "# RELATÓRIO ANUAL DE ATIVIDADES\n" + "".join(f"## {h}\n" for h in [
             "RELATORIO ANUAL DE ATIVIDADES", "RELATÓRIO ANUAL DE ATIVIDADE5", "RELATÓRIO ANUAL DE ATlVIDADES",
-            "RELATÓRIO ANUAL DE ATIVIDADES", "RELATÓRlO ANUAL DE ATIVIDADES", "RELATÓRIO ANUAL OE ATIVIDADES"] * 3)[:-7],
+            "RELATÓRIO ANUAL DE ATIVIDADES", "RELATÓRlO ANUAL DE ATIVIDADES", "RELATÓRIO ANUAL OE ATIVIDADES",
+            "RELATÓRIO ANUAL DE ATIVIDADES", "RELATORIO ANUAL DE ATIVIDADES", "RELATÓRIO ANUAL DE ATIVIDADE5",
+            "RELATÓRlO ANUAL DE ATIVIDADES", "RELATÓRIO ANUAL DE ATIVIDADES", "RELATÓRIO ANUAL OE ATIVIDADES"])[:-7],
         "length",
     ),
     "Model text with HTML": ('<script>alert("x")</script> & <img src=x onerror=alert(1)> ' * 6, "length"),
@@ -51,9 +56,9 @@ if text:
     result = analyze(text, None if finish == "unknown" else finish)
     why = md_escape(result.why() or "", 300)
     if result.degenerate:
-        st.error(f"Degenerate: stopped by {finish} inside a {why}.", icon=":material/repeat:")
+        st.error(f"Degenerate: stopped by {finish} inside a loop — {why}.", icon=":material/repeat:")
     elif result.has_loop:
-        st.warning(f"Not degenerate, but {len(result.loops)} loop(s) found; the longest: {why}.", icon=":material/warning:")
+        st.warning(f"Not degenerate, but {len(result.loops)} loop(s) found; the longest — {why}.", icon=":material/warning:")
     else:
         st.success("Not degenerate: no loop found.", icon=":material/check_circle:")
     if result.note:
