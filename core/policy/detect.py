@@ -43,6 +43,17 @@ real words (letters outside ``"key":``/``Label:``) so a bare list of CPFs or cod
 limit is not a loop; one whose only number counts up by a fixed step with at most one word
 (``item 1, item 2``) is a **counting** loop, reported with its own flag and not degenerate by
 default.
+
+What real models add (tests/data/detect_corpus, issue 16). The numbers of a templated stretch are
+read slot by slot: an ordered key (a step, a time) beside new values is a log, values that differ
+in every unit as a name's suffix or a long id are an enumeration (paths, keys), new or unevenly
+rising values with no words are data (CPFs, a timetable) — none of these is a loop; constant,
+cycling or fixed-step values are. **Drifting** loops — a heading re-read with a letter changing,
+invoice rows cycling over a few descriptions — are found on units (lines, sentences, a JSON
+array's objects): each like one shortly before it (rapidfuzz's bit-parallel Indel similarity,
+numbers masked), and the later units bringing almost no new word, word sequence or number.
+At a limit stop, a short unit repeated 16 times or a long one (a paragraph) twice is a loop under
+the usual thresholds; a loop cut mid-word under ``stop`` is degenerate with a ``note``.
 """
 
 from __future__ import annotations
@@ -85,8 +96,8 @@ class DetectConfig:
     mask_digits: bool = field(default=True, metadata={"help": "also find templated loops: units identical once every digit run is masked."})
     templated_min_repeats: int = field(default=4, metadata={"help": "times a templated unit must repeat; more than k because legit tables repeat a description a few times."})
     templated_min_letters: int = field(default=4, metadata={"help": "letters outside keys/labels a templated unit needs, so bare number lists (CPFs, codes) are not loops."})
-    drift: bool = field(default=True, metadata={"help": "also find drifting loops: lines or JSON objects repeated with small changes (letters too) that bring no new tokens."})
-    drift_similarity: float = field(default=0.8, metadata={"help": "how alike (Indel similarity, numbers masked) a unit must be to one of the 4 before it to continue a drifting loop."})
+    drift: bool = field(default=True, metadata={"help": "also find drifting loops: lines, sentences or JSON objects repeated with small changes (letters too) that bring nothing new."})
+    drift_similarity: float = field(default=0.8, metadata={"help": "how alike (Indel similarity, numbers masked) a unit must be to one of the 4 before it, or to the last that opened the same way, to continue a drifting loop."})
     drift_min_repeats: int = field(default=6, metadata={"help": "units a drifting loop needs; more than an exact loop, since near-repeats also occur in legit lists."})
     drift_max_novelty: float = field(default=0.5, metadata={"help": "most share of a drifting loop's later cycles that may bring a new word (not a small edit of one seen): a real list brings one every cycle."})
     drift_max_sequence_novelty: float = field(default=0.7, metadata={"help": "most share of a drifting loop's later units that may bring a new sequence of words: a list recombining a few words brings one in every unit."})
@@ -435,8 +446,8 @@ def _behaviour(v: list[int]) -> str:
         return "constant"
     steps = [b - a for a, b in zip(v, v[1:])]
     moves = [x for x in steps if x]
-    step = max(set(moves), key=moves.count)
-    if moves.count(step) >= 0.75 * len(moves) and len(moves) >= len(steps) / 3:
+    step = max(set(moves), key=moves.count) if moves else 0
+    if moves and moves.count(step) >= 0.75 * len(moves) and len(moves) >= len(steps) / 3:
         return "progression"  # one fixed step, pauses allowed (a time range's end is the next one's start)
     if (all(x >= 0 for x in steps) or all(x <= 0 for x in steps)) and len(set(v)) >= max(3, len(v) / 8):
         return "monotone"  # keeps moving through many values, a few units per value (times in a log)
@@ -460,7 +471,7 @@ def _information(units: list[str], lettered: bool) -> str | None:
     return None
 
 
-def _template_kind(span: str, unit: str, repeats: float, lettered: bool, period: int) -> str | None:
+def _template_kind(span: str, unit: str, repeats: float, lettered: bool) -> str | None:
     """Whether a stretch that repeats once numbers are masked is a loop: ``templated`` (no new
     information), ``counting`` (an enumeration: ``item 7``, ``.../frame_000123.png``), or None when
     its numbers carry information (a log, data)."""
@@ -503,7 +514,7 @@ def _from_collapsed(t: _Text, lo: int, hi: int, d: int, cfg: DetectConfig) -> Lo
     if first <= start or hi - lo < cfg.min_chars or repeats < cfg.templated_min_repeats:
         return None
     unit = text[start:first]
-    kind = _template_kind(text[start:end], unit, repeats, _value_letters(unit) >= cfg.templated_min_letters, first - start)
+    kind = _template_kind(text[start:end], unit, repeats, _value_letters(unit) >= cfg.templated_min_letters)
     if kind is None:
         return None
     return Loop(start, end, first - start, round(repeats, 2), unit, True, kind == "counting", end >= len(text) - cfg.tail_slack, kind)
