@@ -66,20 +66,17 @@ def load(which: str) -> tuple[list[dict], dict]:
     """Cases as ``{"id", "kind", "text", "finish_reason", "degenerate"}`` and where they came from."""
     cases: list[dict] = []
     info: dict = {"files": {}, "skipped_lines": 0}
-    if which in ("corpus", "both"):
-        for path in sorted(CORPUS_DIR.glob("*.jsonl")) if CORPUS_DIR.is_dir() else []:
-            rows, bad = _read_jsonl(path)
-            info["files"][str(path.relative_to(ROOT))] = len(rows)
-            info["skipped_lines"] += bad
-            for i, r in enumerate(rows):
-                cases.append({"id": f"{path.stem}:{r.get('id', i)}", "kind": str(r.get("kind") or "?"), "text": r["text"],
-                              "finish_reason": r.get("finish_reason"), "degenerate": r["degenerate"]})
+    sources = []  # (file, the prefix of its ids, the key of a case's id, the key of its kind)
+    if which in ("corpus", "both") and CORPUS_DIR.is_dir():
+        sources += [(path, path.stem, "id", "kind") for path in sorted(CORPUS_DIR.glob("*.jsonl"))]
     if which in ("golden", "both") and GOLDEN.is_file():
-        rows, bad = _read_jsonl(GOLDEN)
-        info["files"][str(GOLDEN.relative_to(ROOT))] = len(rows)
+        sources.append((GOLDEN, "golden", "name", "class"))
+    for path, prefix, id_key, kind_key in sources:
+        rows, bad = _read_jsonl(path)
+        info["files"][str(path.relative_to(ROOT))] = len(rows)
         info["skipped_lines"] += bad
         for i, r in enumerate(rows):
-            cases.append({"id": f"golden:{r.get('name', i)}", "kind": str(r.get("class") or "?"), "text": r["text"],
+            cases.append({"id": f"{prefix}:{r.get(id_key, i)}", "kind": str(r.get(kind_key) or "?"), "text": r["text"],
                           "finish_reason": r.get("finish_reason"), "degenerate": r["degenerate"]})
     return cases, info
 
