@@ -89,10 +89,13 @@ def show_image(where, path: str, ws) -> None:
         where.caption("image not readable")
 
 
-def candidate_text(ws, cand: dict, html: str) -> None:
-    """A candidate's text (rendered ``html``); beside it the page the model read, when it was sampled from one."""
+def candidate_text(ws, cand: dict) -> None:
+    """A candidate's text, loops highlighted and folded (escaped); beside it the page the model read,
+    when it was sampled from one."""
     from core.images import image_hash
+    from core.present.render import render_text_html
 
+    html = render_text_html(cand["text"], cand["loops"])
     if not (cand.get("image_hash") and cand.get("image_path")):
         st.html(html)
         return

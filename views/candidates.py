@@ -4,7 +4,7 @@ from html import escape
 
 import streamlit as st
 
-from core.present.render import md_escape, render_text_html
+from core.present.render import md_escape
 from core.review.browse import candidate_judgments, candidate_runs, candidates_frame
 from core.store.candidates import get_candidate
 from views._ui import attractor_panel, candidate_text, workspace
@@ -33,7 +33,7 @@ cand = get_candidate(ws, df.iloc[rows[0]]["candidate_id"])
 st.subheader(f"{md_escape(cand['item_id'])} · candidate {cand['sample_index']}", anchor=False)
 st.caption(f"{cand['finish_reason']} · {'degenerate' if cand['degenerate'] else 'not degenerate'} · {cand['n_tokens']} tokens · "
            f"{len(cand['text']):,} chars")
-candidate_text(ws, cand, render_text_html(cand["text"], cand["loops"]))
+candidate_text(ws, cand)
 attractor_panel(ws, cand, "candidates")
 for j in candidate_judgments(ws, cand["candidate_id"]):
     scores = " · ".join(f"{escape(str(k))} {v:.2f}" for k, v in j["scores"].items() if isinstance(v, (int, float)))

@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from core.present import charts
-from core.present.render import md_escape, render_text_html
+from core.present.render import md_escape
 from core.steps.evaluate import EvalConfig, eval_results, loop_shapes, report, start_eval
 from core.store.evaluation import degenerate_outputs
 from core.store.candidates import get_candidate
@@ -126,5 +126,5 @@ with t1:
         cand = get_candidate(ws, d.iloc[chosen[0] if chosen else 0]["candidate_id"])
         st.caption(f"{md_escape(cand['item_id'])} · {cand['finish_reason']} · {cand['n_tokens']} tokens · quality "
                    f"{'–' if cand.get('quality') is None else round(cand['quality'], 3)}")
-        candidate_text(ws, cand, render_text_html(cand["text"], cand["loops"]))
+        candidate_text(ws, cand)
         attractor_panel(ws, cand, "evaluate")

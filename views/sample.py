@@ -3,7 +3,7 @@
 import streamlit as st
 
 from core import jobs
-from core.present.render import md_escape, render_text_html
+from core.present.render import md_escape
 from core.images import DEFAULT_MAX_PIXELS
 from core.samplers import BACKENDS
 from core.samplers.base import DecodingConfig
@@ -113,7 +113,7 @@ def run_view(run_id: str):
     verdict = "degenerate" if cand["degenerate"] else "loop inside" if cand["has_loop"] else "clean"
     st.markdown(f"**{md_escape(cand['item_id'])}** · candidate {cand['sample_index']} · {cand['finish_reason']} · "
                 f"{cand['n_tokens']} tokens · **{verdict}**")
-    candidate_text(ws, cand, render_text_html(cand["text"], cand["loops"]))
+    candidate_text(ws, cand)
     st.caption("Metrics: " + ", ".join(f"{k} {v}" for k, v in cand["metrics"].items()))
     attractor_panel(ws, cand, "sample")
 
