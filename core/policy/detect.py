@@ -64,9 +64,12 @@ import unicodedata
 import zlib
 from dataclasses import asdict, dataclass, field, replace
 from functools import lru_cache
+from itertools import islice
 from typing import Iterable, TextIO
 
 import numpy as np
+
+from core.policy import _fast
 
 LIMIT_REASONS = ("length", "repetition")
 
@@ -82,6 +85,7 @@ _NAME_BEFORE = re.compile(r"[^\W\d]+[_-]?$|$")  # the name a glued number ends (
 _VALUE = re.compile(r"\d+(?:[.,:/-]\d+)*")  # a value as a person reads it: times, dates and phone numbers whole
 _SEGMENT_END = re.compile(r"\n|\}\s*,\s*|(?<=[.!?。])\s+(?=\S)")  # units of a drifting loop: lines, sentences, a JSON array's objects
 _DRIFT_TOKEN = re.compile(r"[^\W\d_]{3,}|\d+(?:[.,:/]\d+)*")  # words, and numbers with times and dates whole
+_INFO_UNITS = 64  # units of a repeated structure whose numbers are read: by then a log, a list of ids or a loop shows itself
 _TOKEN = re.compile(r"[\u2e80-\u9fff\uac00-\ud7af\U00020000-\U0002ffff]|\w+|[^\w\s]")
 
 
@@ -334,7 +338,7 @@ class _Text:
         self.masked = masked
         self._collapsed: bytes | None = None
         self._keep: np.ndarray | None = None
-        self._kept: np.ndarray | None = None
+        self._kept: np.ndarray | None = None  # dropped digits' offsets less those before them
         self._last = (0, 0)  # (byte offset on a character boundary, its character offset)
 
     @property
@@ -358,11 +362,15 @@ class _Text:
 
     def from_collapsed(self, x: int) -> int:
         """Byte offset in the raw text of collapsed offset x (start of a collapsed digit run maps
-        to the start of the run; offsets after it skip the run's extra digits). The table of kept
-        offsets is built once, in numpy, only for a text whose collapsed domain has a loop."""
+        to the start of the run; offsets after it skip the run's extra digits). Built once, in
+        numpy, only for a text whose collapsed domain has a loop: the dropped digits' offsets, each
+        less the count dropped before it, so the x-th kept byte is x plus those at or before x."""
         if self._kept is None:
-            self._kept = np.flatnonzero(self._keep)
-        return int(self._kept[x]) if x < len(self._kept) else len(self.raw)
+            dropped = np.flatnonzero(~self._keep)
+            self._kept = dropped - np.arange(len(dropped))
+        if x >= len(self._collapsed):
+            return len(self.raw)
+        return x + int(np.searchsorted(self._kept, x, "right"))
 
     def char(self, x: int, forward: bool) -> int:
         """Character offset of byte offset x, moved onto a character boundary."""
@@ -459,7 +467,9 @@ def _information(units: list[str], lettered: bool) -> str | None:
     beside new values: a training log, dated records), ``id`` (each unit names a new thing: paths,
     keys, a scale of CSS classes), ``data`` (new or unevenly rising values and no words repeating:
     CPFs, codes, a timetable), or None: constant, cycling, counting by a fixed step, or random beside
-    fixed words — no information, a loop."""
+    fixed words — no information, a loop. The first ``_INFO_UNITS`` units are read, so a long
+    loop costs no more than a short one."""
+    units = units[:_INFO_UNITS]
     slots = _slots(units)
     kinds = {sl.kind for sl in slots}
     if "novel" in kinds and kinds & {"progression", "monotone"}:
@@ -477,7 +487,7 @@ def _template_kind(span: str, unit: str, repeats: float, lettered: bool) -> str 
     its numbers carry information (a log, data)."""
     if _is_counting(span, unit, repeats):
         return "counting"
-    units = _split_units(span, unit, repeats)
+    units = _split_units(span, unit, min(repeats, _INFO_UNITS))
     info = _information(units, lettered)
     if info == "id" and lettered:
         return "counting"
@@ -492,7 +502,7 @@ def _split_units(span: str, unit: str, repeats: float) -> list[str]:
     per, whole = len(_AMOUNT.findall(unit)), int(repeats)
     if not per:
         return [unit] * whole
-    ends = [m.end() for m in _AMOUNT.finditer(span)][per - 1::per][:whole]
+    ends = [m.end() for m in islice(_AMOUNT.finditer(span), per * whole)][per - 1::per]
     return [span[a:b] for a, b in zip([0, *ends], ends)]
 
 
@@ -567,41 +577,10 @@ def _novelty(units: list[str], period: int, warm: int = 3) -> tuple[float, float
     (a word within a small edit of one seen before counts as that word, so OCR drift that re-reads
     a heading with a letter changed brings nothing), and the share of its numbers not seen before.
     A loop brings little; a real list brings a new name every cycle, or new combinations of a few
-    words in every unit."""
-    from rapidfuzz import process
-    from rapidfuzz.distance import Levenshtein
-
-    warm = max(warm, len(units) // 3)
-    seen_words: set[str] = set()
-    seen_sequences: set[tuple] = set()
-    seen_numbers: set[str] = set()
-    fresh_words, fresh_sequences, numbers, new_numbers = [], [], 0, 0
-    for i, unit in enumerate(units):
-        fresh, sequence = False, []
-        for tok in _DRIFT_TOKEN.findall(unit):
-            if tok[0].isdigit():
-                if i >= warm:
-                    numbers += 1
-                    new_numbers += tok not in seen_numbers
-                seen_numbers.add(tok)
-                continue
-            if tok not in seen_words:
-                near = process.extractOne(tok, seen_words, scorer=Levenshtein.distance,
-                                          score_cutoff=1 if len(tok) < 6 else 2) if seen_words else None
-                if near is None:
-                    fresh = True
-                    seen_words.add(tok)
-                else:
-                    tok = near[0]
-            sequence.append(tok)
-        if i >= warm:
-            fresh_words.append(fresh)
-            fresh_sequences.append(tuple(sequence) not in seen_sequences)
-        seen_sequences.add(tuple(sequence))
-    cycles = [any(fresh_words[j:j + period]) for j in range(0, len(fresh_words), period)]
-    if len(fresh_words) < 2 * period:
-        return 1.0, 1.0, 1.0  # under two cycles after the first third: too short to tell a loop from a list
-    return sum(cycles) / len(cycles), sum(fresh_sequences) / len(fresh_sequences), new_numbers / numbers if numbers else 0.0
+    words in every unit. Words are ``_DRIFT_TOKEN``'s (letters, 3 or more) and numbers with their
+    inner ``.,:/``; a near word (Levenshtein 1, or 2 from 6 letters) is looked for among the 512
+    words last added. Compiled (``_fast.novelty``): one pass over the units' characters."""
+    return _fast.novelty(units, period, warm)
 
 
 def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
@@ -611,59 +590,14 @@ def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
     (3 long ones) and min_chars, and the later units bring almost nothing new and carry no ids or
     log keys. A cut last unit is compared with the start of the one it repeats. Linear: at most 5
     bit-parallel similarities per unit."""
-    from rapidfuzz.distance import Indel
-
-    spans, pos = [], 0
-    for m in _SEGMENT_END.finditer(text):
-        spans.append((pos, m.end()))
-        pos = m.end()
-    if pos < len(text):
-        spans.append((pos, len(text)))
-    spans = [sp for sp in spans if not text[sp[0]:sp[1]].isspace()]
-    if len(spans) < cfg.drift_min_repeats:
-        return []
-    norms = [_AMOUNT.sub("0", text[a:b]).strip() for a, b in spans]
-    best = [(0.0, 0)] * len(spans)
-    cutoff = cfg.drift_similarity
-    last_seen: dict[str, int] = {}  # a unit's opening -> where it was last seen: a long cycle's period
-    for i in range(len(spans)):
-        a = norms[i]
-        back = [*range(1, min(4, i) + 1)]
-        j = last_seen.get(a[:12])
-        last_seen[a[:12]] = i
-        if j is not None and i - j > 4:
-            back.append(i - j)
-        for p in back:
-            b = norms[i - p]
-            if i == len(spans) - 1 and len(a) < len(b):
-                b = b[:len(a)]  # cut at the limit mid-unit
-            if len(b) >= 8 and 0.7 <= len(a) / len(b) <= 1.4:
-                sim = Indel.normalized_similarity(a, b, score_cutoff=cutoff)
-                if sim > best[i][0]:
-                    best[i] = (sim, p)
-                    if sim == 1.0:
-                        break
-    # runs of matching units; one stray unit between two matches (a garbled row) does not end a run
-    runs, first, last, sims, backs = [], None, None, [], []
-    for i, (sim, p) in enumerate(best + [(0.0, 0), (0.0, 0)]):
-        if sim >= cfg.drift_similarity:
-            if first is None:  # the run starts at the unit repeated, unless units between them do not repeat
-                inside = all(best[j][0] >= cfg.drift_similarity for j in range(i - p + 1, i))
-                first, sims, backs = (i - p if inside else i), [], []
-            last = i
-            sims.append(sim)
-            backs.append(p)
-        elif first is not None and i - last > 1:
-            runs.append((first, last, sims, max(set(backs), key=backs.count)))
-            first = None
+    runs = _fast.drift_runs(text, cfg.drift_similarity, cfg.max_period, cfg.drift_min_repeats)
     loops = []
-    for first, last, sims, period in runs:
+    for first, last, start, end, similarity, period, same, cut_after, bounds in runs:
         n = last - first + 1
-        start, end = spans[first][0], spans[last][1]
         need = 3 if (end - start) / n >= cfg.long_unit_chars else cfg.drift_min_repeats  # a paragraph re-read 3 times
-        if n < need or end - start < cfg.min_chars or len(set(norms[first:last + 1])) == 1:
+        if n < need or end - start < cfg.min_chars or same:
             continue  # short, or the same once numbers are masked: the templated rule decides those
-        units = [text[a:b] for a, b in spans[first:last + 1]]
+        units = [text[a:b] for a, b in zip(bounds[::2], bounds[1::2])]
         words, sequences, numbers = _novelty(units, period, warm=min(3, need - 1))
         if words > cfg.drift_max_novelty or sequences > cfg.drift_max_sequence_novelty or numbers > cfg.drift_max_number_novelty:
             continue
@@ -671,9 +605,9 @@ def _drift_loops(text: str, cfg: DetectConfig) -> list[Loop]:
             continue  # a log, a list of paths or keys: the numbers are what is new
         unit = units[0]
         # at the tail also when only one unit follows, cut short by the limit (it may have drifted further)
-        at_tail = end >= len(text) - cfg.tail_slack or (last == len(spans) - 2 and len(norms[-1]) < len(norms[last]))
+        at_tail = end >= len(text) - cfg.tail_slack or cut_after
         loops.append(Loop(start, end, len(unit), float(n), unit, at_tail=at_tail,
-                          kind="drifting", drift=round(1 - sum(sims) / len(sims), 3)))
+                          kind="drifting", drift=round(1 - similarity, 3)))
     return loops
 
 
@@ -760,13 +694,15 @@ def tail_loop(text: str, config: DetectConfig | None = None) -> Loop | None:
 # ---------------------------------------------------------------- metrics and verdict
 
 
-def _ngram_metrics(tokens: list, into: dict) -> None:
-    """seq-rep-n = 1 - unique/total n-grams of one sequence (Welleck et al.); distinct-n = unique/total."""
-    for n in range(1, 5):
-        total = len(tokens) - n + 1
-        distinct = len(set(zip(*(tokens[i:] for i in range(n))))) / total if total > 0 else 1.0
-        into[f"seq_rep_{n}"] = round(1.0 - distinct, 4)
-        into[f"distinct_{n}"] = round(distinct, 4)
+def _ngram_metrics(tokens: str | list[int], into: dict) -> None:
+    """seq-rep-n = 1 - unique/total n-grams of one sequence (Welleck et al.); distinct-n = unique/total.
+    The units are the token ids when given, else the text's words, CJK characters and punctuation
+    marks (``_TOKEN``'s split, compiled: ``_fast.ngram_counts``)."""
+    total, *distinct = _fast.ngram_counts(tokens)
+    for n, count in enumerate(distinct, 1):
+        share = count / (total - n + 1) if total - n + 1 > 0 else 1.0
+        into[f"seq_rep_{n}"] = round(1.0 - share, 4)
+        into[f"distinct_{n}"] = round(share, 4)
 
 
 def compression_ratio(text: str) -> float:
@@ -824,7 +760,7 @@ def analyze(
                 f"a limit hit reported as {finish_reason!r}")
     metrics: dict = {"tail_loop_coverage": round((tail.end - tail.start) / len(text), 4) if tail else 0.0}
     if cfg.metrics:
-        _ngram_metrics(list(token_ids) if token_ids is not None else _TOKEN.findall(text), metrics)
+        _ngram_metrics(list(token_ids) if token_ids is not None else text, metrics)
         metrics["compression_ratio"] = compression_ratio(text)
     return DetectResult(degenerate=degenerate, has_loop=bool(loops), loops=loops, finish_reason=finish_reason,
                         metrics=metrics, note=note)
