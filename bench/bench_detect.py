@@ -4,21 +4,24 @@ Builds a deterministic mixed corpus of >= 50 MB in memory (clean JSON invoices, 
 CSV, lists, prose, CJK, and loops of every kind: templated rows, exact objects, single characters,
 whitespace), then times, chunk by chunk and alternating so that both share the machine's noise:
 `analyze(text, finish_reason, config=DetectConfig(metrics=False))` (loops everywhere + verdict),
-and `zlib.compress(text.encode(), 6)`. Also: the verdict alone (`is_degenerate`), full analyze with
+and `zlib.compress(text.encode(), 6)`. Also: the whole `loopbreak detect` path (JSONL in, analyze with
+metrics, JSONL out) in one process and in one per core, the verdict alone (`is_degenerate`), full analyze with
 metrics on a sample, and how time grows from 1x to 10x text, for the corpus and for single long
 texts (best of 3 runs each). Run: `.venv/bin/python bench/bench_detect.py [--mb 50]` (e.g. `--mb 10` while
-iterating; the reported ratio needs >= 50). Last line: `RATIO detector/zlib6 = x`.
+iterating; the reported ratio needs >= 50). Last lines: `RATIO detector/zlib6 = x` and the CLI path's.
 """
 
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import os
 import random
 import time
 import zlib
 
-from core.policy.detect import DetectConfig, analyze, is_degenerate
+from core.policy.detect import DetectConfig, analyze, detect_jsonl, is_degenerate
 
 WORDS = ("parafuso sextavado porca arruela chapa galvanizada tubo cabo flexível fio cobre tinta acrílica lixa broca "
          "serra martelo alicate chave fenda fita isolante disjuntor tomada lâmpada luva cola silicone rebite").split()
@@ -103,11 +106,25 @@ def timed(corpus, chunk: int = 500) -> tuple[float, float, int, int]:
     return t_det, t_zlib, degenerate, loops
 
 
+def timeit_zlib(text: str) -> float:
+    t0 = time.perf_counter()
+    zlib.compress(text.encode(), 6)
+    return time.perf_counter() - t0
+
+
 def _seconds(items: list[tuple[str, str]]) -> float:
     """Seconds of analyze (metrics off) over items."""
     t0 = time.perf_counter()
     for text, finish in items:
         analyze(text, finish, config=FAST)
+    return time.perf_counter() - t0
+
+
+def cli_path(corpus, workers: int) -> float:
+    """Seconds of ``loopbreak detect``'s path (parse JSONL, analyze with metrics, write JSONL)."""
+    lines = [json.dumps({"id": i, "text": t, "finish_reason": f}, ensure_ascii=False) + "\n" for i, (t, f) in enumerate(corpus)]
+    t0 = time.perf_counter()
+    detect_jsonl(lines, io.StringIO(), workers=workers)
     return time.perf_counter() - t0
 
 
@@ -124,6 +141,13 @@ def main() -> None:
     t_det, t_zlib, degenerate, loops = timed(corpus)
     print(f"detector (analyze, metrics off): {mb / t_det:7.1f} MB/s  ({degenerate:,} degenerate, {loops:,} loops)")
     print(f"zlib.compress level 6:           {mb / t_zlib:7.1f} MB/s")
+
+    t_zlib_all = sum(timeit_zlib(t) for t, _ in corpus)
+    cores = os.cpu_count() or 1
+    cli = {w: cli_path(corpus, w) for w in sorted({1, cores})}
+    for w, dt in cli.items():
+        print(f"loopbreak detect, {w} process{'es' if w > 1 else '  '}: {mb / dt:7.1f} MB/s  ({t_zlib_all / dt:.2f}x zlib-6 on one core; "
+              f"spans, verdict, seq-rep/distinct-n and compression ratio, JSON in and out)")
 
     sample = corpus[: max(1, len(corpus) // 10)]
     smb = sum(len(t.encode()) for t, _ in sample) / 1e6
@@ -154,6 +178,7 @@ def main() -> None:
             row.append(f"{factor}x {dt / base:5.2f}")
         print(f"  {label:<24} " + "  ".join(row))
     print(f"RATIO detector/zlib6 = {t_zlib / t_det:.2f}")
+    print(f"RATIO detect-cli({cores} processes)/zlib6 = {t_zlib_all / cli[cores]:.2f}")
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -151,7 +152,10 @@ def cmd_demo_build(args) -> int:
 
 
 def cmd_detect(args) -> int:
-    from core.policy.detect import detect_jsonl
+    from core.policy.detect import DetectConfig, detect_jsonl
+
+    config = config_from_args(DetectConfig, args)
+    workers = args.workers or os.cpu_count() or 1
 
     stats: dict = {}
     try:
@@ -159,7 +163,7 @@ def cmd_detect(args) -> int:
     except OSError as e:
         raise WorkspaceError(f"cannot read {args.file}: {e.strerror}") from None
     with src:
-        errors = detect_jsonl(src, sys.stdout, err=sys.stderr, stats=stats)
+        errors = detect_jsonl(src, sys.stdout, err=sys.stderr, stats=stats, config=config, workers=workers)
     if args.json:
         print(json.dumps(stats))
     else:
@@ -428,6 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     is hand-written here is what no config holds (the run to work on, output paths, modes)."""
     from core.demo.models import DemoBuildConfig
     from core.judges import JUDGES
+    from core.policy.detect import DetectConfig
     from core.judges.base import JudgeConfig
     from core.policy.mining import PairPolicy
     from core.samplers import BACKENDS
@@ -562,6 +567,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     sp = command("detect", cmd_detect, "detect repetition loops in JSONL lines {id?, text, finish_reason?}", workspace=False)
     sp.add_argument("file", nargs="?", default="-", help="JSONL file, or - for stdin")
+    sp.add_argument("--workers", type=int, default=0, metavar="N",
+                    help="processes analyzing batches of about 1 MB, output in input order (default 0: one per core)")
+    add_flags(sp, DetectConfig, skip=("tail_window",))
     return p
 
 

@@ -95,6 +95,34 @@ def test_detect_jsonl_reads_stdin_style_lines():
     assert [json.loads(x).get("line") for x in out.getvalue().splitlines()] == [1, 3]
 
 
+def test_workers_give_the_same_lines_in_the_same_order_and_flags_reach_the_detector(tmp_path):
+    """Several batches (about 1 MB each) over 2 processes: byte-identical to one process, errors
+    named by their line; a threshold flag changes the verdicts."""
+    rows = [json.dumps({"id": i, "text": c["text"], "finish_reason": c["finish_reason"]}, ensure_ascii=False)
+            for i, c in enumerate(GOLDEN)]
+    filler = json.dumps({"id": "pad", "text": "Invoice 12 paid in full. " * 2000, "finish_reason": "stop"})
+    lines = (rows + ["{bad"] + [filler] * 30) * 2  # > 2 MB: several batches
+    src = tmp_path / "big.jsonl"
+    src.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    def run(*flags):
+        proc = subprocess.run([sys.executable, "-m", "core", "detect", str(src), "--json", *flags], cwd=ROOT,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 1, proc.stderr  # the bad lines
+        return proc.stdout, proc.stderr
+
+    one, err_one = run("--workers", "1")
+    two, err_two = run("--workers", "2")
+    assert one == two and err_one == err_two
+    out = [json.loads(x) for x in one.splitlines()]
+    assert [r["line"] for r in out[:-1]] == list(range(1, len(lines) + 1))
+    assert f"line {len(rows) + 1}:" in err_one and out[len(rows)]["error"].startswith(f"line {len(rows) + 1}:")
+    summary = out[-1]
+    assert summary["lines"] == len(lines) and summary["errors"] == 2
+    lenient, _ = run("--workers", "2", "--min-repeats", "100000", "--no-drift", "--no-mask-digits")
+    assert json.loads(lenient.splitlines()[-1])["degenerate"] < summary["degenerate"]
+
+
 def test_result_is_json_serialisable_and_metrics_present():
     r = analyze("abc " * 100, "length", token_ids=[1, 2, 3] * 50)
     d = json.loads(json.dumps(r.to_dict()))
