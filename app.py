@@ -1,5 +1,7 @@
 """Loopbreak's Streamlit entry: navigation, the workspace picker and the sidebar status."""
 
+from pathlib import Path
+
 import streamlit as st
 
 from core import jobs
@@ -7,7 +9,8 @@ from core.present.render import md_escape
 from core.store import counts
 from views._ui import default_workspace, login_gate, workspace
 
-st.set_page_config(page_title="Loopbreak", page_icon=":material/all_inclusive:", layout="wide")
+# The icon is a file of ours: a :material/…: page icon makes the browser fetch it from fonts.gstatic.com.
+st.set_page_config(page_title="Loopbreak", page_icon=str(Path(__file__).parent / "views" / "icon.svg"), layout="wide")
 login = login_gate()  # with require_login (loopbreak.toml [access]): only allowed reviewers get past this line
 
 pages = [

@@ -1,5 +1,6 @@
 """The Review page under AppTest: a reviewer name is required, buttons decide, hostile model text stays inert."""
 
+import json
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -21,9 +22,17 @@ def review(ws, reviewer=None):
     return at
 
 
-def shown_pair(at) -> str:
-    block = next(h.proto.body for h in at.get("html") if "lb-pair-id" in h.proto.body)
-    return block.split("pair ", 1)[1].split(" · ")[0]
+def pane_data(at) -> dict:
+    """What the page sent to the pair pane (the browser component) on its last run."""
+    return json.loads(at.get("bidi_component")[0].proto.json)
+
+
+def send(at, *decisions) -> dict:
+    """The browser's outbox as the component's state (what review_pane.js sends), then a rerun."""
+    at.session_state["lb_review_pane"] = {"outbox": list(decisions)}
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return pane_data(at)
 
 
 def test_asks_for_a_reviewer_name_first(demo_ws):
@@ -31,21 +40,27 @@ def test_asks_for_a_reviewer_name_first(demo_ws):
     assert "Reviewer" in at.info[0].value and not at.error
 
 
-def test_a_button_decides_and_the_next_pair_follows(demo_ws):
-    pairs = add_review_run(demo_ws, 2)
+def test_the_outbox_is_applied_once_and_the_queue_refilled(demo_ws):
+    pairs = add_review_run(demo_ws, 3)
     at = review(demo_ws, "ana")
-    assert shown_pair(at) == pairs[0]
-    at.button[0].click().run()  # Approve (key A)
-    assert not at.exception
-    assert shown_pair(at) == pairs[1]
-    row = demo_ws.cursor().execute("SELECT reviewer, action FROM decisions").fetchall()
-    assert row == [("ana", "approve")]
-    assert demo_ws.cursor().execute("SELECT status FROM pairs WHERE pair_id = ?", [pairs[0]]).fetchone()[0] == "approved"
-    labels = [b.label for b in at.button[:5]]
-    assert labels == ["Approve", "Swap", "Reject pair", "Skip", "Undo"]
-    at.button[4].click().run()  # Undo brings the pair back
-    assert shown_pair(at) == pairs[0]
-    assert demo_ws.cursor().execute("SELECT status FROM pairs WHERE pair_id = ?", [pairs[0]]).fetchone()[0] == "pending"
+    data = pane_data(at)
+    assert data["order"] == pairs and set(data["views"]) == set(pairs)  # every pair of the queue, ready in the browser
+    assert data["progress"] == {"done": 0, "left": 6, "total": 6, "you": 0, "others_html": ""}
+    approve = {"id": "d1", "pair_id": pairs[0], "action": "approve", "version": 0}
+    data = send(at, approve)
+    assert data["acks"] == [{"id": "d1", "pair_id": pairs[0], "ok": True, "reason_html": ""}]
+    assert data["order"] == pairs[1:] and data["views"] == {}  # nothing sent twice
+    assert data["progress"]["done"] == 1 and data["progress"]["you"] == 1
+    send(at, approve, {"id": "d2", "pair_id": pairs[1], "action": "swap", "version": 0})  # d1 again: applied once
+    again = review(demo_ws, "ana")  # a reload: a new session, the outbox the browser kept
+    data = send(again, approve, {"id": "d2", "pair_id": pairs[1], "action": "swap", "version": 0})
+    assert [a["ok"] for a in data["acks"]] == [True, True] and data["order"] == pairs[2:]
+    cur = demo_ws.cursor()
+    assert cur.execute("SELECT decision_id, action FROM decisions ORDER BY created_at").fetchall() == [("d1", "approve"), ("d2", "swap")]
+    data = send(again, {"id": "u1", "action": "undo_last"})  # after a reload the browser has no history: the server's
+    assert data["acks"][-1]["ok"] and data["acks"][-1]["pair_id"] == pairs[1]
+    assert pairs[1] in data["order"] and data["progress"]["done"] == 1
+    assert cur.execute("SELECT status FROM pairs WHERE pair_id = ?", [pairs[1]]).fetchone()[0] == "pending"
 
 
 def test_hostile_candidate_text_is_inert(demo_ws):
@@ -57,10 +72,13 @@ def test_hostile_candidate_text_is_inert(demo_ws):
     demo_ws.cursor().execute("UPDATE pairs SET rejected_text = ? WHERE pair_id = ?", [evil, pairs[0]])
     demo_ws.cursor().execute("UPDATE judgments SET rationale = '<script>alert(4)</script>' WHERE candidate_id = ?", [cid])
     at = review(demo_ws, "ana")
-    bodies = "".join(h.proto.body for h in at.get("html"))
-    assert "<script>" not in bodies and "<img" not in bodies and "<b>loop" not in bodies
-    assert "&lt;script&gt;alert(1)" in bodies and "&lt;script&gt;alert(4)" in bodies
-    assert len(bodies) < 200_000  # the 100k-character loop is folded and cut, not sent whole
+    view = pane_data(at)["views"][pairs[0]]
+    markup = json.dumps({k: view[k] for k in view if k != "chosen_text"})  # what the pane puts in the page as HTML
+    assert "<script>" not in markup and "<img" not in markup and "<b>loop" not in markup
+    assert "&lt;script&gt;alert(1)" in markup and "&lt;script&gt;alert(4)" in markup
+    assert len(markup) < 200_000  # the 100k-character loop is folded and cut, not sent whole
+    rejected = next(c for c in view["candidates"] if c["role"] == "rejected")
+    assert "&lt;script&gt;" in rejected["preview_html"] and "<script>" not in rejected["preview_html"]
 
 
 def test_candidate_browser_filters_and_shows_a_selection(demo_ws):
@@ -81,18 +99,19 @@ def test_candidate_browser_filters_and_shows_a_selection(demo_ws):
     assert "rationale for candidate 1" in bodies and "repeats" in bodies  # its judgment, and its loop folded
 
 
-def test_a_pair_changed_by_someone_else_is_shown_again_not_overwritten(demo_ws):
+def test_a_pair_changed_by_someone_else_is_refused_with_the_reason_not_overwritten(demo_ws):
     from core.review.decisions import decide
 
     pairs = add_review_run(demo_ws, 2)
     at = review(demo_ws, "bo")
-    assert shown_pair(at) == pairs[0]
+    assert pane_data(at)["order"][0] == pairs[0]
     decide(demo_ws, pairs[0], "swap", "ana", 0)  # ana decides bo's pair meanwhile
-    at.button[0].click().run()  # bo approves what he saw (version 0)
-    assert "changed since you opened it by ana" in at.warning[0].value and "swap" in at.warning[0].value
-    assert shown_pair(at) == pairs[0] and "v1" in next(h.proto.body for h in at.get("html") if "lb-pair-id" in h.proto.body)
+    data = send(at, {"id": "b1", "pair_id": pairs[0], "action": "approve", "version": 0})  # bo approves what he saw
+    ack = data["acks"][0]
+    assert not ack["ok"] and "changed since you opened it by ana (swap)" in ack["reason_html"]
+    assert data["views"][pairs[0]]["version"] == 1 and data["views"][pairs[0]]["status"] == "approved"  # its state now
     cur = demo_ws.cursor()
     assert cur.execute("SELECT updated_by FROM pairs WHERE pair_id = ?", [pairs[0]]).fetchone()[0] == "ana"
-    next(b for b in at.button if b.label == "Keep theirs and go on").click().run()  # bo chooses knowingly
-    assert shown_pair(at) == pairs[1] and not at.warning
     assert cur.execute("SELECT count(*) FROM decisions WHERE reviewer = 'bo'").fetchone()[0] == 0
+    data = send(at, {"id": "b2", "pair_id": pairs[1], "action": "pick_chosen", "version": 0, "chosen_candidate_id": "nope"})
+    assert not data["acks"][-1]["ok"] and "not a candidate of this pair" in data["acks"][-1]["reason_html"]

@@ -1,16 +1,23 @@
-"""Review: decide the mined pairs, one keystroke each. The pair pane is a fragment, so a decision reruns only it."""
+"""Review: decide the mined pairs, one keystroke each. The pair pane is a browser component that holds
+the next pairs (views/review_pane.js): a key shows the next pair at once, and the decision goes to
+the server behind it, where this fragment applies it (once, by its id) and refills the queue."""
 
-from html import escape
+import base64
+import hashlib
+import io
+from pathlib import Path
 
 import streamlit as st
 
-from core.present.diff import diff_html
-from core.present.render import md_escape, render_text_html
+from core.access import AccessDenied, check_path
+from core.present.pane import pane_pair, reason_html
+from core.present.render import escape_text, md_escape
 from core.review.agreement import agreement, bulk, progress, send_to_second_review
-from core.review.decisions import Conflict, decide, last_decided_pair
-from core.review.queue import QueueFilter, families_and_stages, next_pair, pair_runs, pair_view
+from core.review.decisions import apply_decisions
+from core.review.queue import QueueFilter, claim_queue, families_and_stages, pair_runs, pair_view
 from core.store import WorkspaceError
-from views._ui import helps, show_image, workspace
+from views._pane import PANE
+from views._ui import allowed_roots, helps, workspace
 
 ws = workspace()
 st.title("Review")
@@ -66,111 +73,102 @@ flt = QueueFilter(
 )
 
 
-def act(action: str, pair_id: str, version: int, **kw) -> None:
-    """Button callback: runs before the fragment redraws, so the next pair shows in the same rerun."""
-    st.session_state.pop("conflict", None)
+BUFFER = 8  # pairs the browser keeps ready: a reviewer never waits for the server between two of them
+SCOPE = hashlib.sha256(f"{ws.root.resolve()}\0{reviewer}".encode()).hexdigest()[:16]  # the outbox's key in the browser
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def page_image(path: str, root: str) -> dict:
+    """The page as a data URL the pane can show (scaled to about a megapixel, JPEG), or why not; on a
+    shared app only from inside the allowed roots or the workspace, as everywhere."""
+    from core.images import ImageProblem, load_image
+
     try:
-        decide(ws, pair_id, action, reviewer, version, **kw)
-        st.session_state["pinned"] = pair_id if action.startswith(("pick", "edit")) else None
-    except Conflict as e:
-        if e.last and e.last["reviewer"] == reviewer and e.current["status"] != "pending" and action == e.last["action"]:
-            return  # the same key pressed twice on a pair already decided: nothing to choose
-        st.session_state["pinned"], st.session_state["conflict"] = pair_id, str(e)
-    except WorkspaceError as e:
-        st.session_state["error"] = str(e)
+        if (roots := allowed_roots()) is not None:
+            check_path(path, [*roots, Path(root)], "image")
+        img = load_image(path, max_pixels=1_000_000)
+    except AccessDenied:
+        return {"note": "image outside the folders this app may read: not shown"}
+    except (ImageProblem, WorkspaceError, OSError):
+        return {"note": "image not readable"}
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    return {"src": "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode("ascii")}
 
 
-def undo() -> None:
-    pair_id = last_decided_pair(ws, reviewer)
-    if pair_id is None:
-        st.session_state["error"] = "Nothing of yours to undo."
-        return
-    act("undo", pair_id, pair_view(ws, pair_id)["version"])
-    st.session_state["pinned"] = pair_id
-
-
-def side(col, title: str, s: dict, reference: str | None, show_diff: bool) -> None:
-    """One side of the pair as a single HTML block (fewer elements, faster redraws); every text in it escaped."""
-    j = s["judgment"] or {}
-    flags = " · ".join(x for x in (s["finish_reason"], "degenerate" if s["degenerate"] else None,
-                                   f"overall {j['overall']:.2f}" if j.get("overall") is not None else None) if x)
-    scores = " · ".join(f"{escape(str(k))} {v:.2f}" for k, v in j.get("scores", {}).items() if isinstance(v, (int, float)))
-    diff = diff_html(s["text"], reference) if show_diff and reference else ""
-    col.html(f'<div><strong>{title}</strong> · {escape(flags or "corrected text")}</div>{render_text_html(s["text"], s["loops"])}'
-             f'<div style="font-size:0.8rem;color:#666">{scores}<br>{escape(j.get("rationale") or "")}</div>{diff}')
+def _noop() -> None:
+    """State changes of the pane rerun the fragment; what changed is read from its state."""
 
 
 @st.fragment
 def pane() -> None:
+    """Apply what the browser decided, claim the next pairs, send the pairs it lacks. Each pair is
+    rendered once per version (and diff setting) per session; the browser keeps the rest."""
+    state = st.session_state.get("lb_review_pane") or {}
+    applied, sent = st.session_state.setdefault("lb_applied", {}), st.session_state.setdefault("lb_sent", {})
+    outbox = [d for d in (state.get("outbox") or []) if isinstance(d, dict) and d.get("id")]
+    if new := [d for d in outbox if d["id"] not in applied]:
+        for r in apply_decisions(ws, reviewer, new):
+            applied[r["id"]] = r
+    acks = [{"id": r["id"], "pair_id": r["pair_id"], "ok": r["ok"], "reason_html": reason_html(r["reason"])}
+            for r in (applied[d["id"]] for d in outbox if d["id"] in applied)]
+    order = claim_queue(ws, flt, reviewer, BUFFER)
+    show_diff = bool(state.get("diff"))
+    missing = tuple(state.get("missing") or ())
+    force = {a["pair_id"] for a in acks if not a["ok"] and a["pair_id"]}
+    if missing and st.session_state.get("lb_missing") != missing:
+        st.session_state["lb_missing"] = missing
+        force |= set(missing)
+    views = {}
+    for pair_id, version in [*order, *((p, None) for p in force)]:
+        if pair_id in views or (pair_id not in force and sent.get(pair_id) == (version, show_diff)):
+            continue
+        if (v := pair_view(ws, pair_id)) is None:
+            continue
+        views[pair_id] = pane_pair(v, show_diff=show_diff, image=page_image(v["image_path"], str(ws.root.resolve())) if v["image_path"] else None)
+        sent[pair_id] = (v["version"], show_diff)
     p = progress(ws, flt.run)
-    mine = p["per_reviewer"].get(reviewer, 0)
-    others = ", ".join(f"{md(k)} {v}" for k, v in p["per_reviewer"].items() if k != reviewer)
-    st.progress(p["done"] / p["total"] if p["total"] else 0.0,
-                text=f"{p['done']} done · {p['left']} left · you {mine}" + (f" · {others}" if others else ""))
-    if err := st.session_state.pop("error", None):
-        st.error(md(err), icon=":material/error:")
-    pair_id = st.session_state.get("pinned") or next_pair(ws, flt, reviewer)
-    if pair_id is None:
-        st.success("Nothing left in this queue.", icon=":material/done_all:")
-        st.button("Undo my last decision", shortcut=KEYS["undo"], on_click=undo, icon=":material/undo:")
+    others = ", ".join(f"{escape_text(k)} {n}" for k, n in p["per_reviewer"].items() if k != reviewer)
+    PANE(key="lb_review_pane", default={"outbox": [], "missing": [], "diff": False},
+         on_outbox_change=_noop, on_missing_change=_noop, on_diff_change=_noop,
+         data={"scope": SCOPE, "reviewer": reviewer, "order": [pid for pid, _ in order], "views": views, "acks": acks,
+               "empty": not order, "diff": show_diff,
+               "progress": {"done": p["done"], "left": p["left"], "total": p["total"],
+                            "you": p["per_reviewer"].get(reviewer, 0), "others_html": others}})
+    st.caption("Keys, wherever the focus is (except in a text box): " + " · ".join(f"**{k}** {a}" for a, k in KEYS.items())
+               + " — swap approves the swapped pair. Each decision is shown made at once and stored behind it.")
+    panel(p)
+
+
+def panel(p: dict) -> None:
+    """Agreement, bulk decisions and second review, computed only while open; its counts are the pane's."""
+    box = st.expander("Agreement, bulk decisions, second review", icon=":material/insights:", key="lb_panel", on_change="rerun")
+    if not box.open:
         return
-    v = pair_view(ws, pair_id)
-    if conflict := st.session_state.get("conflict"):
-        st.warning(f"{md(conflict)}. Below is its current state ({v['status']}).", icon=":material/sync_problem:")
-        st.button("Keep theirs and go on", on_click=lambda: st.session_state.update(pinned=None, conflict=None))
-    b = st.columns(5)
-    args = (pair_id, v["version"])
-    b[0].button("Approve", shortcut=KEYS["approve"], on_click=act, args=("approve", *args), type="primary", icon=":material/check:", width="stretch")
-    b[1].button("Swap", shortcut=KEYS["swap"], on_click=act, args=("swap", *args), icon=":material/swap_horiz:", width="stretch",
-                help="swap chosen and rejected, and approve")
-    b[2].button("Reject pair", shortcut=KEYS["reject"], on_click=act, args=("reject", *args), icon=":material/block:", width="stretch")
-    b[3].button("Skip", shortcut=KEYS["skip"], on_click=act, args=("skip", *args), icon=":material/skip_next:", width="stretch")
-    b[4].button("Undo", shortcut=KEYS["undo"], on_click=undo, icon=":material/undo:", width="stretch")
-    with st.expander(f"Document {md(v['item_id'])}", expanded=True):
-        d1, d2 = st.columns([3, 2]) if v["image_path"] else (st.container(), None)
-        d1.html(render_text_html(v["document"] or "", [], max_chars=6000))
-        if d2 is not None:
-            show_image(d2, v["image_path"], ws)
-    show_diff = st.toggle("Diff against the reference", key="diff", disabled=not v["reference"])
-    left, right = st.columns(2)
-    side(left, "Chosen", v["chosen"], v["reference"], show_diff)
-    side(right, "Rejected", v["rejected"], v["reference"], show_diff)
-    # Last, so that once the id shows, the whole pair (and the buttons' target) has been redrawn.
-    st.html(f'<div class="lb-pair-id" style="font-family:monospace;font-size:0.8rem">pair {escape(pair_id)} · v{v["version"]} · '
-            f'{escape(v["status"])} · rejected because {escape(str(v["provenance"].get("rejected_because", "?")))}'
-            f'{" · second review" if v["second_review"] and v["status"] != "pending" else ""}</div>')
-    if st.toggle("Pick another candidate, or correct the chosen", key="more"):  # drawn only on demand: keeps each pair fast
-        labels = {c["candidate_id"]: f"#{c['sample_index']} · {c['finish_reason']}{' · degenerate' if c['degenerate'] else ''} · {c['chars']:,} chars"
-                  for c in v["candidates"]}
-        pick = st.selectbox("Candidate", list(labels), format_func=labels.get, key=f"pick-{pair_id}")
-        c1, c2, c3 = st.columns(3)
-        c1.button("Use as chosen", on_click=act, args=("pick_chosen", *args), kwargs={"chosen_candidate_id": pick})
-        c2.button("Use as rejected", on_click=act, args=("pick_rejected", *args), kwargs={"rejected_candidate_id": pick})
-        text = st.text_area("Corrected chosen", value=v["chosen_text"] if len(v["chosen_text"] or "") < 20000 else "", key=f"edit-{pair_id}")
-        c3.button("Save corrected chosen", on_click=act, args=("edit_chosen", *args), kwargs={"chosen_text": text})
+    with box:
+        a = agreement(ws, flt.run)
+        c = st.columns(4)
+        c[0].metric("Decided", p["done"], help="pairs approved or rejected (the pane's done)")
+        c[1].metric("Judge overridden", "–" if a["override_rate"] is None else f"{a['override_rate']:.0%}")
+        c[2].metric("Reviewed twice", a["reviewed_twice"])
+        c[3].metric("Reviewer agreement", "–" if a["reviewer_agreement"] is None else f"{a['reviewer_agreement']:.0%}")
+        if a["outcomes"]:
+            st.caption("How humans decided: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in a["outcomes"].items()))
+        if a["per_criterion"]:
+            st.dataframe([{"criterion": k, "pairs": x["pairs"], "judge prefers the human's chosen": round(x["judge_agrees"], 3)}
+                          for k, x in a["per_criterion"].items()], hide_index=True)
+        if msg := st.session_state.pop("lb_bulk", None):
+            st.success(msg)
+        c1, c2 = st.columns(2)
+        sure = c1.checkbox("I checked the filter above: decide every pending pair it matches")
+        for col, action in ((c1, "approve"), (c2, "reject")):
+            if col.button(f"{action.capitalize()} all matching", disabled=not sure, key=f"bulk-{action}"):
+                s = bulk(ws, flt, action, reviewer)
+                st.session_state["lb_bulk"] = f"{s['decided']} of {s['matched']} pairs decided ({action}) as {md(reviewer)}."
+                st.rerun(scope="fragment")
+        share = c2.slider("Share sent to a second reviewer", 0.0, 1.0, 0.1, 0.05)
+        if c2.button("Send to second review"):
+            st.success(f"{send_to_second_review(ws, flt.run, share)} pairs will be shown to a second reviewer once decided.")
 
 
 pane()
-st.caption("Keys: " + " · ".join(f"**{k}** {a}" for a, k in KEYS.items()) + " — swap approves the swapped pair.")
-
-with st.expander("Agreement, bulk decisions, second review", icon=":material/insights:"):
-    a = agreement(ws, flt.run)
-    c = st.columns(4)
-    c[0].metric("Decided", a["decided"])
-    c[1].metric("Judge overridden", "–" if a["override_rate"] is None else f"{a['override_rate']:.0%}")
-    c[2].metric("Reviewed twice", a["reviewed_twice"])
-    c[3].metric("Reviewer agreement", "–" if a["reviewer_agreement"] is None else f"{a['reviewer_agreement']:.0%}")
-    if a["outcomes"]:
-        st.caption("How humans decided: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in a["outcomes"].items()))
-    if a["per_criterion"]:
-        st.dataframe([{"criterion": k, "pairs": x["pairs"], "judge prefers the human's chosen": round(x["judge_agrees"], 3)}
-                      for k, x in a["per_criterion"].items()], hide_index=True)
-    c1, c2 = st.columns(2)
-    sure = c1.checkbox("I checked the filter above: decide every pending pair it matches")
-    for col, action in ((c1, "approve"), (c2, "reject")):
-        if col.button(f"{action.capitalize()} all matching", disabled=not sure, key=f"bulk-{action}"):
-            s = bulk(ws, flt, action, reviewer)
-            st.success(f"{s['decided']} of {s['matched']} pairs decided ({action}) as {md(reviewer)}.")
-    share = c2.slider("Share sent to a second reviewer", 0.0, 1.0, 0.1, 0.05)
-    if c2.button("Send to second review"):
-        st.success(f"{send_to_second_review(ws, flt.run, share)} pairs will be shown to a second reviewer once decided.")

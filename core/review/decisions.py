@@ -84,6 +84,7 @@ def decide(
     rejected_candidate_id: str | None = None,
     chosen_text: str | None = None,
     bulk: bool = False,
+    decision_id: str | None = None,
 ) -> dict:
     """Apply one decision against the version the reviewer saw; returns the pair's state after it.
 
@@ -99,14 +100,17 @@ def decide(
         raise WorkspaceError("a decision needs a reviewer name")
     try:
         with write(ws) as cur:
+            if decision_id and (done := store.decision_after(cur, decision_id)):
+                return json.loads(done[1])
             return _decide(cur, pair_id, action, reviewer, expected_version, chosen_candidate_id, rejected_candidate_id,
-                           chosen_text, bulk)
+                           chosen_text, bulk, decision_id)
     except duckdb.TransactionException:
         cur = ws.cursor()
         raise Conflict(pair_id, store.pair_state(cur, pair_id), store.last_decision(cur, pair_id)) from None
 
 
-def _decide(cur, pair_id, action, reviewer, expected_version, chosen_candidate_id, rejected_candidate_id, chosen_text, bulk) -> dict:
+def _decide(cur, pair_id, action, reviewer, expected_version, chosen_candidate_id, rejected_candidate_id, chosen_text, bulk,
+            decision_id=None) -> dict:
     before = store.pair_state(cur, pair_id)
     if before is None:
         raise WorkspaceError(f"no pair {pair_id!r}")
@@ -136,13 +140,43 @@ def _decide(cur, pair_id, action, reviewer, expected_version, chosen_candidate_i
             raise Conflict(pair_id, store.pair_state(cur, pair_id), store.last_decision(cur, pair_id))
     elif action == "skip":
         store.release_claim(cur, pair_id, reviewer)
-    decision_id = uuid.uuid4().hex
+    decision_id = decision_id or uuid.uuid4().hex
     snap = {k: before[k] for k in STATE}
     kind = ("bulk_" if bulk else "") + action
     store.insert_decision(cur, decision_id, pair_id, reviewer, kind, snap, after, t, round_, undoes)
     if round_ == 1 and (action in OVERRIDES or (action == "undo" and undone_action.removeprefix("bulk_") in OVERRIDES)):
         store.insert_audit(cur, uuid.uuid4().hex, pair_id, reviewer, kind, snap, after, t, decision_id)
     return after if round_ == 1 else snap
+
+
+def apply_decisions(ws, reviewer: str, decisions: list[dict]) -> list[dict]:
+    """Decisions a reviewer's browser made ahead of the server, in the order made; each is
+    ``{"id", "pair_id", "action", "version", ...decide()'s keywords}`` (``undo_last`` undoes the
+    reviewer's latest decision, wherever it was). Returns one ``{"id", "pair_id", "ok", "reason",
+    "state"}`` per decision: a refused one (a conflict, nothing to undo, a bad pick) says why and
+    changes nothing, and the rest are still applied."""
+    out = []
+    for d in decisions:
+        pair_id, action = d.get("pair_id"), d.get("action")
+        r = {"id": d.get("id"), "pair_id": pair_id, "ok": False, "reason": None, "state": None}
+        try:
+            if action == "undo_last":
+                pair_id = r["pair_id"] = last_decided_pair(ws, reviewer)
+                if pair_id is None:
+                    raise WorkspaceError("nothing of yours to undo")
+                version, action = store.pair_state(ws.cursor(), pair_id)["version"], "undo"
+            else:
+                version = int(d.get("version"))
+            r["state"] = decide(ws, str(pair_id), str(action), reviewer, version,
+                                chosen_candidate_id=d.get("chosen_candidate_id"), rejected_candidate_id=d.get("rejected_candidate_id"),
+                                chosen_text=d.get("chosen_text"), decision_id=str(d["id"]) if d.get("id") else None)
+            r["ok"] = True
+        except Conflict as e:
+            r["reason"], r["state"] = str(e), e.current
+        except (WorkspaceError, TypeError, ValueError) as e:
+            r["reason"] = str(e)
+        out.append(r)
+    return out
 
 
 def last_decided_pair(ws, reviewer: str) -> str | None:

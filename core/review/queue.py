@@ -79,6 +79,19 @@ def next_pair(ws, flt: QueueFilter, reviewer: str, lease_s: int = LEASE_S) -> st
     return None
 
 
+def claim_queue(ws, flt: QueueFilter, reviewer: str, n: int, lease_s: int = LEASE_S) -> list[tuple[str, int]]:
+    """Claim the next ``n`` pairs of the queue for this reviewer at once (the pairs their browser keeps
+    ready, so a decision shows the next one without waiting): the pairs they hold first, in the
+    queue's order; every other claim of theirs is given back. Returns (pair_id, version) in order. Leases as in :func:`next_pair`; the
+    query and the claims are one transaction under the write door, so two reviewers never get the same pair."""
+    where, params = store.queue_where(flt, reviewer)
+    t = now()
+    with write(ws) as w:
+        rows = store.queue_candidates(w, where, params, reviewer, t - timedelta(seconds=lease_s), limit=n)
+        store.hold_claims(w, [r[0] for r in rows], reviewer, t)
+    return [(r[0], r[1]) for r in rows]
+
+
 def release(ws, reviewer: str) -> None:
     """Give back this reviewer's claim (leaving the page, changing queue)."""
     with write(ws) as cur:
@@ -95,14 +108,14 @@ def pair_view(ws, pair_id: str) -> dict | None:
     v["provenance"] = json.loads(v["provenance"]) if v["provenance"] else {}
     cands = store.item_candidates(cur, v["run_id"], v["item_id"])
     judged = store.judgments_for(cur, [c[0] for c in cands], judge_run)
-    cands = [(*c, *judged.get(c[0], (None,) * 5)) for c in cands]
-    v["candidates"] = [
-        {"candidate_id": c[0], "sample_index": c[1], "finish_reason": c[2], "degenerate": c[3], "has_loop": c[4],
-         "loops": json.loads(c[5]) if c[5] else [], "n_tokens": c[6], "chars": c[7],
-         "judgment": None if c[12] is None else {"scores": json.loads(c[8]) if c[8] else {}, "overall": c[9], "rationale": c[10],
-                                                  "error": c[11], "judge_run": c[12]}}
-        for c in cands
-    ]
+    v["candidates"] = []
+    for c in cands:
+        scores, overall, rationale, error, run = judged.get(c[0], (None,) * 5)
+        v["candidates"].append(
+            {"candidate_id": c[0], "sample_index": c[1], "finish_reason": c[2], "degenerate": c[3], "has_loop": c[4],
+             "loops": json.loads(c[5]) if c[5] else [], "n_tokens": c[6], "chars": c[7], "preview": c[8] or "",
+             "judgment": None if run is None else {"scores": json.loads(scores) if scores else {}, "overall": overall,
+                                                   "rationale": rationale, "error": error, "judge_run": run}})
     by_id = {c["candidate_id"]: c for c in v["candidates"]}
     for side in ("chosen", "rejected"):
         cid = v[f"{side}_candidate_id"]

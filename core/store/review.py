@@ -194,6 +194,22 @@ def claim(cur: duckdb.DuckDBPyConnection, pair_id: str, reviewer: str, t) -> Non
     )
 
 
+def hold_claims(cur: duckdb.DuckDBPyConnection, pair_ids: list[str], reviewer: str, t) -> None:
+    """This reviewer holds exactly these pairs (the next pairs their browser keeps): claims renewed,
+    any other claim of theirs given back, in one statement."""
+    cur.execute(
+        """UPDATE pairs SET claimed_by = CASE WHEN list_contains(?, pair_id) THEN ? END,
+                            claimed_at = CASE WHEN list_contains(?, pair_id) THEN ? END
+           WHERE list_contains(?, pair_id) OR claimed_by = ?""",
+        [pair_ids, reviewer, pair_ids, t, pair_ids, reviewer],
+    )
+
+
+def decision_after(cur: duckdb.DuckDBPyConnection, decision_id: str) -> tuple | None:
+    """(pair_id, after as JSON) of a decision already stored: a decision sent twice (a reload, a retry) is applied once."""
+    return cur.execute("SELECT pair_id, after FROM decisions WHERE decision_id = ?", [decision_id]).fetchone()
+
+
 def release_claims(cur: duckdb.DuckDBPyConnection, reviewer: str) -> None:
     cur.execute("UPDATE pairs SET claimed_by = NULL, claimed_at = NULL WHERE claimed_by = ?", [reviewer])
 
@@ -233,9 +249,11 @@ def pair_row(cur: duckdb.DuckDBPyConnection, pair_id: str) -> dict | None:
 
 
 def item_candidates(cur: duckdb.DuckDBPyConnection, run_id: str, item_id: str) -> list[tuple]:
-    """(candidate_id, sample_index, finish_reason, degenerate, has_loop, loops, n_tokens, chars) of an item's candidates in a run."""
+    """(candidate_id, sample_index, finish_reason, degenerate, has_loop, loops, n_tokens, chars, first 240 characters)
+    of an item's candidates in a run."""
     return cur.execute(
-        """SELECT candidate_id, sample_index, finish_reason, degenerate, has_loop, loops, n_tokens, coalesce(chars, length(text))
+        """SELECT candidate_id, sample_index, finish_reason, degenerate, has_loop, loops, n_tokens, coalesce(chars, length(text)),
+                  left(text, 240)
            FROM candidates WHERE run_id = ? AND item_id = ? ORDER BY sample_index""",
         [run_id, item_id],
     ).fetchall()
@@ -278,10 +296,10 @@ def progress_counts(cur: duckdb.DuckDBPyConnection, run: str | None = None) -> t
                    count(*) FILTER (status = 'rejected') FROM pairs {cond}""",
         params,
     ).fetchone()
+    # Who decided each pair as it stands now (an undone decision no longer counts): the counts add up to done.
     per = cur.execute(
-        f"""SELECT reviewer, count(DISTINCT pair_id) FROM decisions
-            WHERE action NOT IN ('skip', 'undo') {'AND pair_id IN (SELECT pair_id FROM pairs WHERE run_id = ?)' if run else ''}
-            GROUP BY reviewer ORDER BY 2 DESC, 1""",
+        f"""SELECT updated_by, count(*) FROM pairs WHERE status <> 'pending' {'AND run_id = ?' if run else ''}
+            GROUP BY updated_by ORDER BY 2 DESC, 1""",
         params,
     ).fetchall()
     return total, pending, approved, rejected, dict(per)
