@@ -39,7 +39,18 @@ def test_home_shows_counts_and_next_step(demo_ws):
     at = run_app(demo_ws)
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["Items"] == "22"
-    assert "Next: Register a model" in at.info[0].value
+    assert any("Next: Register a model" in m.value for m in at.markdown)
+
+
+def test_sample_defaults_lead_to_the_sft_model_the_train_split_and_a_small_first_run(demo_ws):
+    from core.store.models import register_model
+
+    register_model(demo_ws.cursor(), name="a-vanilla", path="/x/v", family="llama", stage="vanilla")
+    register_model(demo_ws.cursor(), name="b-sft", path="/x/s", family="llama", stage="sft")
+    at = run_app(demo_ws, "views/sample.py")
+    boxes = {b.label: b for b in at.selectbox}
+    assert boxes["Model"].value.startswith("b-sft") and boxes["Split"].value == "train"
+    assert next(n for n in at.number_input if n.label.startswith("Limit items")).value == 50
 
 
 def test_data_page_imports_a_path_and_reports_a_bad_file(demo_ws, tmp_path):

@@ -59,9 +59,14 @@ def test_sample_page_runs_a_job_and_shows_candidates(browser, tmp_path, tiny_mod
     errors = []
     try:
         page = open_page(browser, f"{server.url}/sample", errors)
-        page.get_by_role("spinbutton", name="Limit items (0 = all)").fill("2")
+        limit = page.get_by_role("spinbutton", name="Limit items (0 = all)")
+        assert limit.input_value() == "50"  # a small first run by default, not every item
+        limit.fill("2")
         page.get_by_role("spinbutton", name="Max new tokens").fill("16")
         page.get_by_role("spinbutton", name="Candidates per item").fill("2")
+        page.get_by_role("spinbutton", name="Candidates per item").press("Enter")  # Enter in a field starts nothing
+        page.wait_for_timeout(2_000)
+        assert page.get_by_text("Started sample", exact=False).count() == 0 and page.get_by_text("done", exact=True).count() == 0
         page.get_by_text("Run", exact=True).click()
         page.get_by_text("done", exact=True).first.wait_for(timeout=120_000)
         page.get_by_text("6", exact=True).first.wait_for(timeout=20_000)  # 2 items x (greedy + 2)

@@ -26,7 +26,10 @@ def test_evaluate_page_shows_the_family_chart_and_the_report_numbers(browser, tm
         page.locator(".js-plotly-plot").first.wait_for(timeout=90_000)
         wait_idle(page)
         assert page.locator(".js-plotly-plot text", has_text="DPO vs SFT: −80%").count() == 1
-        assert page.get_by_text(f"{100 * rep['mean_dpo_reduction']:.1f}%").count() == 1  # the metric = the report
+        # 20 items: no bold mean reduction, but the reason there is no evidence yet
+        assert rep["weak_evidence"].startswith("only 20 held-out items")
+        page.get_by_text("not enough evidence yet", exact=False).wait_for()
+        assert page.get_by_text(f"{100 * rep['mean_dpo_reduction']:.1f}%").count() == 0
         # the model that looped most opens first, its loop folded in the page
         page.get_by_text("demo-test-00000 · length · 480 tokens · quality 0.2").wait_for(timeout=10_000)
         page.locator(".lb-fold, details").first.wait_for(timeout=10_000)

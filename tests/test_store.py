@@ -92,3 +92,16 @@ def test_next_step_follows_the_flow(demo_ws):
     register_model(demo_ws.cursor(), name="m", path="/x", family="llama", stage="sft")
     assert next_step(counts(demo_ws.cursor()))[0] == "Sample candidates"
     assert next_step({**c, "items": 0})[0] == "Import documents"
+
+
+def test_next_step_does_not_ask_to_judge_evaluation_outputs(demo_ws):
+    from tests.review_data import add_review_run
+
+    add_review_run(demo_ws, 2)  # 6 sampled candidates, each judged, mined to 4 pending pairs
+    cur = demo_ws.cursor()
+    cur.execute("INSERT INTO runs (run_id, kind, status, created_at) VALUES ('ev', 'eval', 'done', now())")
+    cur.execute("""INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, created_at)
+                   VALUES ('ev:1', 'ev', 'demo', 'demo-test-00000', 0, 'p', 'out', now())""")  # scored, never judged
+    c = counts(cur)
+    assert c["candidates"] > c["judged_candidates"] and c["sampled_candidates"] == c["judged_sampled"] == 6
+    assert next_step(c) == ("Review pairs", "4 pairs wait for review.")

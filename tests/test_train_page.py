@@ -32,9 +32,27 @@ def test_curves_and_the_falling_chosen_warning(demo_ws):
 def test_a_bad_base_is_reported_and_the_page_keeps_working(demo_ws, tiny_model):
     register_model(demo_ws.cursor(), name="tiny-sft", path=str(tiny_model), family="llama", stage="sft")
     at = run_app(demo_ws, "views/train.py")
-    at.selectbox[0].set_value(at.selectbox[0].options[-1])
+    base = next(b for b in at.selectbox if b.label == "Base model")
+    base.set_value(base.options[-1])
     assert at.text_input[0].label == "Model folder"
     at.text_input[0].input("/no/such/model")
     at.button[0].click().run()
     assert not at.exception and any("/no/such/model' does not exist" in e.value for e in at.error)
     assert not jobs.list_runs(demo_ws, "train")
+
+
+def test_the_base_defaults_to_the_model_that_sampled_the_pairs_and_its_learning_rate(demo_ws):
+    from core.steps.train_job import TINY_DPO_LEARNING_RATE
+    from tests.review_data import add_review_run
+
+    register_model(demo_ws.cursor(), name="a-vanilla", path="data/models/llama/vanilla", family="llama", stage="vanilla")
+    register_model(demo_ws.cursor(), name="other-sft", path="data/models/qwen2/sft", family="qwen2", stage="sft")
+    add_review_run(demo_ws, 2, model="gpt2-sft")  # its pairs were sampled from gpt2-sft
+    demo_ws.cursor().execute("UPDATE models SET path = 'data/models/gpt2/sft' WHERE name = 'gpt2-sft'")
+    demo_ws.cursor().execute("UPDATE pairs SET status = 'approved'")
+    at = run_app(demo_ws, "views/train.py")
+    assert not at.exception
+    base = next(b for b in at.selectbox if b.label == "Base model")
+    assert base.value.startswith("gpt2-sft")  # on-policy, not the first SFT model of the list
+    lr = next(n for n in at.number_input if n.label == "Learning rate")
+    assert lr.value == TINY_DPO_LEARNING_RATE and "Suggested for this model" in lr.help

@@ -23,7 +23,7 @@ e = EvalConfig()
 models, datasets = list_models(cur), list_datasets(cur)
 
 with st.expander("New evaluation", expanded=not eval_results(ws), icon=":material/add:"):
-    with st.form("eval"):
+    with st.form("eval", enter_to_submit=False):
         labels = {f"{m['name']}  ({m['family'] or '?'} · {m['stage'] or '?'})": m["name"] for m in models}
         picked = st.multiselect("Models", list(labels), help=h["models"])
         c1, c2, c3, c4 = st.columns(4)
@@ -53,8 +53,12 @@ with st.expander("Evaluation runs", icon=":material/list:", expanded=active_runs
 
 rows = eval_results(ws)
 if not rows:
-    st.info("No evaluation results yet: pick models above (e.g. each family's vanilla, SFT and DPO stage) and evaluate.",
-            icon=":material/query_stats:")
+    if active_runs(ws, "eval"):
+        st.info("Evaluation runs are queued or running: the results appear here as each finishes "
+                "(the runs panel above shows their progress).", icon=":material/hourglass_top:")
+    else:
+        st.info("No evaluation results yet: pick models above (e.g. each family's vanilla, SFT and DPO stage) and evaluate.",
+                icon=":material/query_stats:")
     st.stop()
 
 c1, c2, c3 = st.columns(3)
@@ -64,7 +68,11 @@ decodings = sorted({r["decoding"] for r in rows if (r["dataset"], r["split"]) ==
 decoding = c2.radio("Decoding", decodings, horizontal=True)
 rep = report(ws, dataset, split, decoding)
 if rep["mean_dpo_reduction"] is not None:
-    c3.metric("Mean reduction SFT → SFT+DPO", f"{100 * rep['mean_dpo_reduction']:.1f}%")
+    if rep["weak_evidence"]:  # no bold number that the data does not support
+        c3.markdown(f"**SFT → SFT+DPO: not enough evidence yet**  \n{rep['weak_evidence']}; the per-family intervals below say more.")
+    else:
+        c3.metric("Mean reduction of degeneration, SFT → SFT+DPO", f"{100 * rep['mean_dpo_reduction']:.1f}%",
+                  help="mean over families of 1 − rate(DPO) / rate(SFT); each family's interval is in the chart and the table")
 
 if not rep["families"]:
     st.info("No finished run for this selection yet.")

@@ -28,7 +28,12 @@ for col, (label, value, help_) in zip(st.columns(len(flow)), flow):
     col.metric(label, f"{value:,}", help=help_)
 
 title, how = next_step(c)
-st.info(f"**Next: {title}.** {how}", icon=":material/arrow_forward:")
+NEXT_PAGE = {"Import documents": "views/data.py", "Sample candidates": "views/sample.py", "Judge candidates": "views/judge.py",
+             "Mine pairs": "views/judge.py", "Review pairs": "views/review.py", "Train and evaluate": "views/train.py"}
+with st.container(border=True):
+    st.markdown(f"**Next: {title}.** {how}")
+    if title in NEXT_PAGE:  # the hint is a link to the page that does it
+        st.page_link(NEXT_PAGE[title], label=f"Go to {title.lower()}", icon=":material/arrow_forward:")
 
 left, right = st.columns(2)
 with left:

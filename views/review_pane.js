@@ -258,7 +258,7 @@ function renderPair(s, v) {
 function renderMore(s, v) {
   const box = el("div", "lb-more");
   const chosenScore = v.chosen.score;
-  for (const c of v.candidates) {
+  v.candidates.forEach((c, i) => {
     const row = el("div", "lb-cand" + (c.role ? " lb-" + c.role : ""));
     const head = html("lb-cand-label", c.label_html);
     if (c.role) head.prepend(el("span", "lb-role", c.role === "chosen" ? "current chosen" : "current rejected"));
@@ -266,18 +266,19 @@ function renderMore(s, v) {
     const acts = el("div", "lb-cand-acts");
     const asChosen = el("button", "lb-btn lb-small", "Use as chosen");
     asChosen.dataset.act = "pick_chosen";
-    asChosen.dataset.cand = c.id;
+    asChosen.dataset.cand = i;  // an index: ids come from documents, and stay out of the markup
     asChosen.disabled = c.role === "chosen";
     const asRejected = el("button", "lb-btn lb-small", "Use as rejected");
     asRejected.dataset.act = "pick_rejected";
-    asRejected.dataset.cand = c.id;
+    asRejected.dataset.cand = i;
     asRejected.disabled = c.role === "rejected";
     acts.append(asChosen, asRejected);
     if (c.score !== null && chosenScore !== null && c.score > chosenScore && c.role !== "chosen")
-      acts.append(el("span", "lb-warn-inline", `as rejected it would score above the chosen (${c.score.toFixed(2)} > ${chosenScore.toFixed(2)})`));
+      acts.append(el("span", "lb-warn-inline", (c.role === "rejected" ? "the rejected scores above the chosen" : "as rejected it would score above the chosen")
+                                                + ` (${c.score.toFixed(2)} > ${chosenScore.toFixed(2)})`));
     row.append(acts);
     box.append(row);
-  }
+  });
   const label = el("label", "lb-label", "Corrected chosen");
   const area = el("textarea", "lb-edit");
   area.value = v.chosen_text;
@@ -308,8 +309,10 @@ function onClick(e) {
     return render(s);
   }
   if (act === "more") { s.more = t.checked; s.shown = null; return render(s); }
-  if (act === "pick_chosen") return decide(s, act, { chosen_candidate_id: t.dataset.cand });
-  if (act === "pick_rejected") return decide(s, act, { rejected_candidate_id: t.dataset.cand });
+  const v = current(s);
+  const cand = v && t.dataset.cand !== undefined ? v.candidates[Number(t.dataset.cand)] : null;
+  if (act === "pick_chosen" && cand) return decide(s, act, { chosen_candidate_id: cand.id });
+  if (act === "pick_rejected" && cand) return decide(s, act, { rejected_candidate_id: cand.id });
   if (act === "edit_chosen") {
     const text = s.root.querySelector(".lb-edit").value;
     if (!text.trim()) { s.msg = { text: "A corrected chosen text cannot be empty.", bad: true }; return render(s); }

@@ -24,6 +24,7 @@ from views._ui import (
 
 ws = workspace()
 cur = ws.cursor()
+FIRST_LIMIT = 50
 st.title("Sample")
 h, hd = helps(SampleConfig), helps(DecodingConfig)
 d = DecodingConfig()
@@ -31,15 +32,20 @@ d = DecodingConfig()
 datasets = list_datasets(cur)
 models = list_models(cur)
 with st.expander("New sampling run", expanded=not jobs.list_runs(ws, "sample", limit=1), icon=":material/add:"):
-    with st.form("sample"):
+    # Enter in a field does not start a run (it did, twice, for a newcomer): only the button does.
+    with st.form("sample", enter_to_submit=False):
         c1, c2, c3 = st.columns(3)
         labels = [f"{m['name']}  ({m['family'] or '?'} · {m['stage'] or '?'})" for m in models] + ["Other: a path or hub id"]
-        pick = c1.selectbox("Model", labels, help=h["model"])
+        # The method mines the SFT model's own failures: an SFT-stage model first, not a vanilla one.
+        sft = next((i for i, m in enumerate(models) if m["stage"] == "sft"), 0)
+        pick = c1.selectbox("Model", labels, index=sft, help=h["model"])
         other = c1.text_input("Path or hub id", help="used when the model is 'Other'")
         names = sorted({x["dataset"] for x in datasets})
         dataset = c2.selectbox("Dataset", names, help=h["dataset"])
-        split = c2.selectbox("Split", ["(all)"] + sorted({x["split"] for x in datasets}), help=h["split"])
-        limit = c3.number_input("Limit items (0 = all)", 0, value=0, help=h["limit"])
+        splits = ["(all)"] + sorted({x["split"] for x in datasets})
+        split = c2.selectbox("Split", splits, index=splits.index("train") if "train" in splits else 0,
+                             help=h["split"] + " Pairs are mined on train; validation and test stay held out for evaluation.")
+        limit = c3.number_input("Limit items (0 = all)", 0, value=FIRST_LIMIT, help=h["limit"] + f" A first run: {FIRST_LIMIT} items, to see the loops before sampling everything.")
         backend = c3.selectbox("Backend", BACKENDS, help=h["backend"])
         base_url = c3.text_input("Server URL (openai backend)", help=h["base_url"])
         c1, c2, c3, c4 = st.columns(4)

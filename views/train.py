@@ -6,7 +6,7 @@ from core import jobs
 from core.present.charts import training_curves
 from core.present.render import md_escape
 from core.steps.train import DPO_LOSSES, DPORunConfig, SFTRunConfig
-from core.steps.train_job import TrainJobConfig, pair_sources, read_metrics, start_training, training_summary
+from core.steps.train_job import TrainJobConfig, pair_sources, read_metrics, start_training, suggested_learning_rate, training_summary
 from core.store import WorkspaceError
 from core.store.items import list_datasets
 from core.store.models import list_models
@@ -24,17 +24,23 @@ with st.expander("New training run", expanded=not jobs.list_runs(ws, "train", li
                                   help=hj["method"]) or "dpo"
     d = DPORunConfig() if method == "dpo" else SFTRunConfig()
     h = hd if method == "dpo" else hs
-    with st.form("train"):
+    # The pairs first, outside the form: the base follows them (the model that sampled them: on-policy pairs).
+    src_labels = [s["label"] for s in sources] + ["Other: an export file or folder"]
+    src = st.selectbox("Approved pairs", src_labels, help=hj["pairs"], key="train_pairs")
+    sampled_by = sources[src_labels.index(src)].get("model") if src != src_labels[-1] else None
+    labels = [f"{m['name']}  ({m['family'] or '?'} · {m['stage'] or '?'})" for m in models] + ["Other: a local model folder"]
+    default_base = next((i for i, m in enumerate(models) if m["name"] == sampled_by),
+                        next((i for i, m in enumerate(models) if m["stage"] == "sft"), 0))
+    base_pick = st.selectbox("Base model", labels, index=default_base, key=f"train_base-{src}",
+                             help=hj["base"] + " Defaults to the model that sampled the pairs: DPO wants pairs from its own policy.")
+    lr = suggested_learning_rate(models[labels.index(base_pick)]["path"] if base_pick != labels[-1] else None, method)
+    with st.form("train", enter_to_submit=False):
         c1, c2, c3 = st.columns(3)
-        labels = [f"{m['name']}  ({m['family'] or '?'} · {m['stage'] or '?'})" for m in models] + ["Other: a local model folder"]
-        default_base = next((i for i, m in enumerate(models) if m["stage"] == "sft"), 0)
-        pick = c1.selectbox("Base model", labels, index=default_base, help=hj["base"])
+        pick = base_pick
         other = c1.text_input("Model folder", help="used when the base is 'Other'")
         sft_source = "chosen"
         if method == "sft":
             sft_source = c2.radio("Train on", ["chosen", "references"], horizontal=True, help=hj["sft_source"])
-        src_labels = [s["label"] for s in sources] + ["Other: an export file or folder"]
-        src = c2.selectbox("Approved pairs", src_labels, help=hj["pairs"])
         src_other = c2.text_input("Export path", help="used when the pairs are 'Other'")
         dataset = None
         if method == "sft":
@@ -52,7 +58,8 @@ with st.expander("New training run", expanded=not jobs.list_runs(ws, "train", li
                                                              help=h["precompute_ref_log_probs"])
             params["merge_lora"] = c4.checkbox("Merge LoRA when saving", d.merge_lora, help=h["merge_lora"])
             params["save_steps"] = c4.number_input("Checkpoint every (steps)", 0, 100000, d.save_steps, help=h["save_steps"])
-        params["learning_rate"] = c1.number_input("Learning rate", 1e-8, 1.0, d.learning_rate, format="%.1e", help=h["learning_rate"])
+        params["learning_rate"] = c1.number_input("Learning rate", 1e-8, 1.0, lr or d.learning_rate, format="%.1e", key=f"train_lr-{base_pick}-{method}",
+                                                  help=h["learning_rate"] + (f" Suggested for this model: {lr:.0e}." if lr else ""))
         params["num_train_epochs"] = c2.number_input("Epochs", 0.1, 100.0, float(d.num_train_epochs), step=0.5, help=h["num_train_epochs"])
         params["max_steps"] = c3.number_input("Max steps (-1 = epochs)", -1, 1_000_000, d.max_steps, help=h["max_steps"])
         params["per_device_train_batch_size"] = c1.number_input("Batch size", 1, 1024, d.per_device_train_batch_size,

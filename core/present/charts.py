@@ -97,7 +97,9 @@ def family_stage_bars(rep: dict) -> go.Figure:
             lo.append(100 * (r["rate"] - r["ci_low"]))
             hi.append(100 * (r["ci_high"] - r["rate"]))
             text.append(f"{r['degenerate']}/{r['candidates']}")
-        fig.add_trace(go.Bar(name=plain(label), x=xs, y=ys, marker_color=_stage_color(label), text=text, textposition="inside",
+        # "auto" puts a label outside a bar too short for it, and the outline keeps a 0% bar visible as a line.
+        fig.add_trace(go.Bar(name=plain(label), x=xs, y=ys, marker_color=_stage_color(label), text=text, textposition="auto",
+                             marker_line=dict(color=_stage_color(label), width=2),
                              error_y=dict(type="data", symmetric=False, array=hi, arrayminus=lo, thickness=1.2),
                              hovertemplate="%{x} · " + plain(label) + "<br>%{y:.1f}% (%{text})<extra></extra>"))
     top = max([100 * r["ci_high"] for f in rep["families"].values() for r in f["stages"]] or [1])
@@ -108,16 +110,22 @@ def family_stage_bars(rep: dict) -> go.Figure:
         if red["reduction"] is None:
             note = "SFT: no loops"
         else:
-            change = -100 * red["reduction"]
-            note = f"DPO vs SFT: {'−' if change < 0 else '+'}{abs(change):.0f}%"
-            if red.get("ci95"):
-                note += f"<br>(95% CI {100 * red['ci95'][0]:.0f}…{100 * red['ci95'][1]:.0f}%)"
+            change = -100 * red["reduction"]  # a change of the rate: negative when DPO looped less
+            note = f"DPO vs SFT: {_signed(change)}"
+            if red.get("ci95"):  # the interval of the same change: the reduction's, negated and swapped
+                note += f"<br>(95% CI {_signed(-100 * red['ci95'][1])} … {_signed(-100 * red['ci95'][0])})"
             if red["overlap"]:
                 note += "<br><i>intervals overlap</i>"
         fig.add_annotation(x=plain(fam), y=top * 1.08, text=note, showarrow=False, font=dict(size=11), yanchor="bottom")
     fig.update_layout(barmode="group", height=420, margin=dict(l=10, r=10, t=60, b=10), yaxis_title="degenerate outputs (%)",
                       yaxis_range=[0, top * 1.35 + 1], legend=dict(orientation="h", y=-0.12), bargap=0.25)
     return fig
+
+
+def _signed(pct: float) -> str:
+    """-100 -> "−100%", 12.4 -> "+12%", 0 -> "0%" (a real minus sign)."""
+    r = round(pct)
+    return "0%" if r == 0 else f"{'−' if r < 0 else '+'}{abs(r)}%"
 
 
 def _rank_of(rep: dict, label: str) -> list:

@@ -219,9 +219,26 @@ def report(ws, dataset: str | None = None, split: str | None = None, decoding: s
             overlap = not (r["ci_high"] < sft["ci_low"] or r["ci_low"] > sft["ci_high"])
             f["reductions"].append({"stage": r["stage"], "label": r["stage_label"], "vs": "sft", "overlap": overlap,
                                     "sft_rate": sft["rate"], "rate": r["rate"], **red})
-    dpo = [x["reduction"] for f in families.values() for x in f["reductions"] if x["stage"] == "dpo" and x["reduction"] is not None]
+    dpo = [x for f in families.values() for x in f["reductions"] if x["stage"] == "dpo" and x["reduction"] is not None]
     return {"dataset": dataset, "split": split, "decoding": decoding, "families": families,
-            "mean_dpo_reduction": sum(dpo) / len(dpo) if dpo else None}
+            "mean_dpo_reduction": sum(x["reduction"] for x in dpo) / len(dpo) if dpo else None,
+            "weak_evidence": _weak_evidence(dpo)}
+
+
+MIN_EVIDENCE_ITEMS = 30  # fewer held-out items than this and a relative reduction is an anecdote
+
+
+def _weak_evidence(dpo: list[dict]) -> str | None:
+    """Why the mean DPO reduction is not yet evidence (None when it is): too few items, or every
+    family's SFT and DPO intervals overlap."""
+    if not dpo:
+        return None
+    small = min(x["n_items"] for x in dpo)
+    if small < MIN_EVIDENCE_ITEMS:
+        return f"only {small} held-out items in common (at least {MIN_EVIDENCE_ITEMS} are needed)"
+    if all(x["overlap"] for x in dpo):
+        return "the SFT and SFT+DPO intervals overlap in every family"
+    return None
 
 
 def format_report(rep: dict) -> str:

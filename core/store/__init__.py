@@ -191,8 +191,13 @@ def counts(cur: duckdb.DuckDBPyConnection) -> dict[str, int]:
     if key not in _judged:
         if len(_judged) > 64:
             _judged.clear()
-        _judged[key] = cur.execute("SELECT count(DISTINCT candidate_id) FROM judgments").fetchall()[0][0]
-    out["judged_candidates"] = _judged[key]
+        # Only what sampling runs drew waits for a judge: evaluation outputs are scored, not judged.
+        _judged[key] = cur.execute(
+            """SELECT count(DISTINCT candidate_id), (SELECT count(*) FROM candidates c JOIN runs r ON r.run_id = c.run_id
+                      WHERE r.kind = 'sample'),
+                      (SELECT count(*) FROM candidates c JOIN runs r ON r.run_id = c.run_id
+                      WHERE r.kind = 'sample' AND c.candidate_id IN (SELECT candidate_id FROM judgments)) FROM judgments""").fetchall()[0]
+    out["judged_candidates"], out["sampled_candidates"], out["judged_sampled"] = _judged[key]
     return out
 
 
@@ -204,8 +209,9 @@ def next_step(c: dict[str, int]) -> tuple[str, str]:
         return "Register a model", "Run `loopbreak demo` to build and register the demo model families."
     if not c["candidates"]:
         return "Sample candidates", "On the Sample page, sample N candidates per item from an SFT model, greedy decode included: loops often appear only there."
-    if c["judged_candidates"] < c["candidates"]:
-        return "Judge candidates", f"On the Judge page: {c['candidates'] - c['judged_candidates']} candidates have no judgment yet."
+    if c.get("judged_sampled", c["judged_candidates"]) < c.get("sampled_candidates", c["candidates"]):
+        left = c.get("sampled_candidates", c["candidates"]) - c.get("judged_sampled", c["judged_candidates"])
+        return "Judge candidates", f"On the Judge page: {left} sampled candidates have no judgment yet."
     if not c["pairs"]:
         return "Mine pairs", "On the Judge page, mine chosen/rejected pairs: a degenerate candidate as rejected, a judge-validated clean one as chosen."
     if c["pairs_pending"]:
