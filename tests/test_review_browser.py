@@ -61,7 +61,14 @@ def test_three_pairs_by_keyboard_only_and_hostile_text_stays_text(browser, tmp_p
     w.close()
     server = StreamlitServer(w.root)
     try:
-        page, errors = open_review(browser.new_context(viewport={"width": 1400, "height": 1600}), server, "kbd")
+        page = browser.new_context(viewport={"width": 1400, "height": 1600}).new_page()
+        errors: list[str] = []
+        page.on("pageerror", lambda e: errors.append(str(e)))
+        page.on("dialog", lambda d: (errors.append(f"dialog {d.message}"), d.dismiss()))
+        page.goto(f"{server.url}/review")
+        name = page.get_by_role("textbox", name="Reviewer")
+        name.fill("kbd")
+        name.press("Enter")  # after typing the name, the keys go to the pane: no click needed
         wait_for_pair(page, pairs[0])
         page.get_by_text("<script>alert(1)</script>", exact=False).first.wait_for()  # shown as text
         assert page.locator("img[src=x]").count() == 0 and page.locator(".lb-pane i").count() == 0

@@ -3,8 +3,10 @@ the next pairs (views/review_pane.js): a key shows the next pair at once, and th
 the server behind it, where this fragment applies it (once, by its id) and refills the queue."""
 
 import base64
+import dataclasses
 import hashlib
 import io
+import json
 from pathlib import Path
 
 import streamlit as st
@@ -131,7 +133,8 @@ def pane() -> None:
     others = ", ".join(f"{escape_text(k)} {n}" for k, n in p["per_reviewer"].items() if k != reviewer)
     PANE(key="lb_review_pane", default={"outbox": [], "missing": [], "diff": False},
          on_outbox_change=_noop, on_missing_change=_noop, on_diff_change=_noop,
-         data={"scope": SCOPE, "reviewer": reviewer, "order": [pid for pid, _ in order], "views": views, "acks": acks,
+         data={"scope": SCOPE, "reviewer": reviewer, "queue": json.dumps(dataclasses.asdict(flt), sort_keys=True),
+               "order": [pid for pid, _ in order], "views": views, "acks": acks,
                "empty": not order, "diff": show_diff,
                "progress": {"done": p["done"], "left": p["left"], "total": p["total"],
                             "you": p["per_reviewer"].get(reviewer, 0), "others_html": others}})

@@ -31,7 +31,19 @@ function scope(data) {
   if (!s) {
     s = G.scopes[data.scope] = { outbox: [], decided: new Map(), views: new Map(), front: [], notes: new Map(),
                                  history: [], order: [], shown: null, msg: null, diff: !!data.diff, more: false, asked: "" };
-    try { s.outbox = JSON.parse(localStorage.getItem("lb-review:" + data.scope) || "[]"); } catch (e) { s.outbox = []; }
+    // This tab's outbox survives a reload (sessionStorage keeps the tab's id); a closed tab's is adopted by
+    // the next one on this workspace and reviewer. A live tab's adopted too is harmless: decisions apply once.
+    let tab = null;
+    try { tab = sessionStorage.getItem("lb-review-tab") || uid(); sessionStorage.setItem("lb-review-tab", tab); } catch (e) { tab = uid(); }
+    s.key = `lb-review:${data.scope}:${tab}`;
+    const seen = new Set();
+    try {
+      for (const k of Object.keys(localStorage)) {
+        if (!k.startsWith(`lb-review:${data.scope}:`)) continue;
+        for (const d of JSON.parse(localStorage.getItem(k) || "[]")) if (d && d.id && !seen.has(d.id)) { seen.add(d.id); s.outbox.push(d); }
+        if (k !== s.key) localStorage.removeItem(k);
+      }
+    } catch (e) { /* no storage: the session still works */ }
     for (const d of s.outbox) if (d.pair_id && d.action !== "undo") s.decided.set(d.pair_id, d.id);
     s.resend = s.outbox.length > 0;
   }
@@ -39,7 +51,10 @@ function scope(data) {
 }
 
 function save(s) {
-  try { localStorage.setItem("lb-review:" + s.data.scope, JSON.stringify(s.outbox)); } catch (e) { /* private mode: the session still works */ }
+  try {
+    if (s.outbox.length) localStorage.setItem(s.key, JSON.stringify(s.outbox));
+    else localStorage.removeItem(s.key);
+  } catch (e) { /* private mode or full: the session still works */ }
 }
 
 function send(s) {
@@ -67,7 +82,16 @@ function merge(s, data) {
     }
   }
   if (data.acks && data.acks.length) save(s);
+  if (s.queue !== data.queue) {  // another queue (a filter changed): start from its first pair
+    s.queue = data.queue;
+    s.front = [];
+    s.notes.clear();
+    s.current = null;
+  }
   s.order = data.order || [];
+  // The pair on screen stays there until it is decided, even if the server no longer hands it out
+  // (a lease lost meanwhile): the reviewer is reading it, and the version check guards the decision.
+  if (s.current && !s.decided.has(s.current) && !s.order.includes(s.current) && !s.front.includes(s.current)) s.front.unshift(s.current);
   // Front pairs the server answered for (a new version) lose their "updating" mark.
   for (const id of s.front) { const v = s.views.get(id); if (v && v.stale && data.views && data.views[id]) v.stale = false; }
   const missing = s.order.filter((id) => !s.views.has(id));
@@ -293,6 +317,7 @@ function renderMore(s, v) {
 function render(s) {
   renderHead(s);
   const v = current(s);
+  s.current = v ? v.id : null;
   const key = v ? `${v.id}@${v.version}@${v.diff}@${s.more}@${!!v.stale}@${s.notes.get(v.id) || ""}` : null;
   if (key !== s.shown || !v) renderPair(s, v);
 }
