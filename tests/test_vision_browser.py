@@ -76,7 +76,7 @@ def test_the_vlm_loop_through_the_pages(browser, tmp_path: Path):
         pane = page.locator(".lb-pair-id")
         for k in range(n_pairs):
             pane.first.wait_for(timeout=30_000)
-            page.locator("[data-testid=stImage] img").wait_for(timeout=10_000)  # the page beside the document
+            page.locator("img.lb-page").wait_for(timeout=10_000)  # the page beside the document
             if k == 0:
                 page.screenshot(path=str(shots / "review.png"))
             wait_idle(page)
