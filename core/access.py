@@ -10,6 +10,9 @@ binds another address, or ``require_login`` is on — two settings matter:
 * ``allowed_roots``: a path typed in the app (a model folder, an import file, an export, the
   workspace) must resolve — ``..`` collapsed and symlinks followed — inside one of these folders.
   Shared without any roots set, the only root is the workspace the app was started on.
+* ``allowed_hosts``: a server URL typed on the Sample or Judge page makes this server send requests
+  there; shared, its host must be on this list. Link-local and cloud metadata addresses are refused
+  always, shared or not, by the openai backend itself (:func:`refuse_internal`).
 
 The settings live in an ``[access]`` table of ``loopbreak.toml`` in that workspace (or in the file
 named by ``$LOOPBREAK_CONFIG``); they are read at the server's start, never from a workspace typed
@@ -20,10 +23,13 @@ from __future__ import annotations
 
 import dataclasses
 import fnmatch
+import ipaddress
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from core.config import option
 from core.store import WorkspaceError
@@ -46,6 +52,8 @@ class AccessConfig:
         "help": "emails let in when login is required (case-insensitive; '*@example.com' admits a domain)"})
     allowed_roots: list[str] = field(default_factory=list, metadata={
         "help": "folders that typed paths must stay inside; empty = anywhere when local, the workspace when shared"})
+    allowed_hosts: list[str] = field(default_factory=list, metadata={
+        "help": "hosts a server URL typed in a shared app may name ('gpu1', 'gpu1:8000', '*.lan'); empty = none"})
     provider: str | None = option(None, "the [auth.NAME] provider st.login uses, when secrets.toml defines several")
 
     @classmethod
@@ -55,7 +63,7 @@ class AccessConfig:
         if unknown:
             raise WorkspaceError(f"unknown [access] setting(s) {', '.join(unknown)}: use {', '.join(sorted(known))}")
         cfg = cls(**dict(d))
-        for name in ("allowed_reviewers", "allowed_roots"):
+        for name in ("allowed_reviewers", "allowed_roots", "allowed_hosts"):
             value = getattr(cfg, name)
             if isinstance(value, str):
                 value = [value]
@@ -129,6 +137,54 @@ def check_path(path: str | os.PathLike, roots: list[Path] | None, what: str = "p
             return resolved
     listed = ", ".join(str(r) for r in roots) or "(none)"
     raise AccessDenied(f"{what} {text!r} resolves to {resolved}, outside the folders this app may use ({listed})")
+
+
+# Cloud metadata services (AWS, Azure, GCP, Oracle: 169.254.169.254; AWS over IPv6; Alibaba) by address and name.
+METADATA = {"169.254.169.254", "fd00:ec2::254", "100.100.100.200", "metadata.google.internal", "metadata"}
+
+
+def _internal(address: str) -> bool:
+    ip = ipaddress.ip_address(address.split("%", 1)[0])
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return ip.is_link_local or str(ip) in METADATA or bool(mapped and (mapped.is_link_local or str(mapped) in METADATA))
+
+
+def refuse_internal(url: str) -> tuple[str, int | None]:
+    """(host, port) of a server URL; AccessDenied for a scheme other than http(s), or a host that is or
+    resolves to a link-local or cloud metadata address (numeric spellings such as 2852039166 included:
+    they are resolved as the HTTP client would). A host that does not resolve passes: the request fails."""
+    parts = urlsplit(url.strip())
+    if parts.scheme not in ("http", "https"):
+        raise AccessDenied(f"server URL {url!r}: only http:// and https:// URLs are used")
+    try:
+        host, port = (parts.hostname or "").rstrip(".").lower(), parts.port
+    except ValueError as e:
+        raise AccessDenied(f"server URL {url!r}: {e}") from None
+    if not host:
+        raise AccessDenied(f"server URL {url!r} names no host")
+    try:
+        addresses = {info[4][0] for info in socket.getaddrinfo(host, port or 80, proto=socket.IPPROTO_TCP)}
+    except (socket.gaierror, UnicodeError, OSError):
+        addresses = set()
+    if host in METADATA or any(_internal(a) for a in addresses):
+        raise AccessDenied(f"server URL {url!r} points at a link-local or cloud metadata address: refused")
+    return host, port
+
+
+def check_base_url(url: str, allowed_hosts: list[str] | None) -> str:
+    """A typed server URL (or several, comma-separated): each refused if internal (see refuse_internal)
+    and, on a shared app (``allowed_hosts`` not None), unless its host or host:port is on the list."""
+    urls = [u.strip() for u in url.split(",") if u.strip()]
+    for u in urls:
+        host, port = refuse_internal(u)
+        if allowed_hosts is None:
+            continue
+        names = [host] + ([f"{host}:{port}"] if port else [])
+        if not any(fnmatch.fnmatchcase(n, pattern.strip().lower()) for n in names for pattern in allowed_hosts if pattern.strip()):
+            listed = ", ".join(allowed_hosts) or "(none)"
+            raise AccessDenied(f"server URL {u!r}: this app is shared and {host} is not in allowed_hosts of "
+                               f"{CONFIG_FILE} [access] ({listed})")
+    return ", ".join(urls)
 
 
 def looks_like_path(ref: str) -> bool:

@@ -59,6 +59,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         body = json.loads(self.rfile.read(int(self.headers.get("Content-Length", 0))) or b"{}")
         time.sleep(self.server.delay_s)
+        if self.server.dead:  # killed while this request was in flight: the connection drops unanswered
+            self.close_connection = True
+            return
+        self.server.answered += 1
         choices = []
         for i in range(int(body.get("n", 1))):
             text, reason, tokens = fake_completion(body["prompt"], int(body.get("seed") or 0), float(body.get("temperature", 1.0)),
@@ -79,7 +83,7 @@ class FakeCompletions(ThreadingHTTPServer):
     daemon_threads = True
 
     def __init__(self, delay_s: float = 0.005):
-        self.delay_s = delay_s
+        self.delay_s, self.dead, self.answered = delay_s, False, 0
         super().__init__(("127.0.0.1", 0), _Handler)
         threading.Thread(target=self.serve_forever, daemon=True).start()
 
@@ -87,12 +91,18 @@ class FakeCompletions(ThreadingHTTPServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.server_port}"
 
+    def kill(self) -> None:
+        """Stop at once: requests in flight get no answer, new ones find no one listening."""
+        self.dead = True
+        self.shutdown()
+        self.server_close()
+
     def __enter__(self):
         return self
 
     def __exit__(self, *exc):
-        self.shutdown()
-        self.server_close()
+        if not self.dead:
+            self.kill()
 
 
 # ---------------------------------------------------------------- kill and resume

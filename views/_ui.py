@@ -7,7 +7,7 @@ import sys
 
 import streamlit as st
 
-from core.access import AccessConfig, check_model_ref, check_path, effective_roots, gate, is_shared, load_access
+from core.access import AccessConfig, check_base_url, check_model_ref, check_path, effective_roots, gate, is_shared, load_access
 from core.config import helps  # noqa: F401  (re-exported for the pages)
 from core.present.render import md_escape
 from core.store import Workspace, WorkspaceError, open_workspace, resolve_workspace
@@ -71,6 +71,13 @@ def checked_path(path: str, what: str = "path") -> str:
 def checked_model(ref: str, what: str = "model path") -> str:
     """A typed model reference: a path is checked like checked_path; a hub id or a server's model name passes."""
     return check_model_ref(ref, allowed_roots(), what)
+
+
+def checked_base_url(url: str) -> str:
+    """A typed server URL (or several): never a link-local or metadata address; on a shared app, only the
+    hosts of allowed_hosts (it makes this server send requests there)."""
+    cfg = access()
+    return check_base_url(url, cfg.allowed_hosts if is_shared(cfg, st.get_option("server.address")) else None)
 
 
 def show_image(where, path: str, ws) -> None:

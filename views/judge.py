@@ -15,7 +15,7 @@ from core.store.judgments import judgments_frame
 from core.steps.pairs import mine_run
 from core.store import WorkspaceError
 from core.store.models import list_models
-from views._ui import checked_model, helps, live_runs_panel, workspace
+from views._ui import checked_base_url, checked_model, helps, live_runs_panel, workspace
 
 ws = workspace()
 st.title("Judge")
@@ -46,6 +46,8 @@ with st.expander("New judging run", expanded=not jobs.list_runs(ws, "judge", lim
         try:
             if judge == "llm" and judge_model == "Other…" and backend != "openai" and cfg.judge_model:
                 cfg.judge_model = checked_model(cfg.judge_model)  # a typed path stays inside the allowed roots
+            if cfg.base_url:
+                cfg.base_url = checked_base_url(cfg.base_url)
             st.session_state["judge_run"] = start_judging(ws, source, cfg)
         except WorkspaceError as e:
             st.error(md_escape(e, 1000), icon=":material/error:")

@@ -16,6 +16,7 @@ from views._ui import (
     active_runs,
     attractor_panel,
     candidate_text,
+    checked_base_url,
     checked_model,
     helps,
     live_runs_panel,
@@ -82,6 +83,8 @@ with st.expander("New sampling run", expanded=not jobs.list_runs(ws, "sample", l
         try:
             if pick == labels[-1]:  # a typed path must stay inside the allowed roots of a shared app
                 cfg.model = checked_model(cfg.model)
+            if cfg.base_url:
+                cfg.base_url = checked_base_url(cfg.base_url)
             st.session_state["sample_run"] = start_sampling(ws, cfg)
             st.toast(f"Started {st.session_state['sample_run']}", icon=":material/play_arrow:")
         except WorkspaceError as e:

@@ -31,7 +31,7 @@ class JudgeConfig:
     rubric: list[dict] = field(default_factory=lambda: [asdict(c) for c in DEFAULT_RUBRIC], metadata={"help": "criteria: name, description, weight"})
     judge_model: str | None = option(None, "llm judge: registered model, local path, hub id, or the server's model name")
     backend: str = option("transformers", "llm judge: transformers, vllm or openai")
-    base_url: str | None = option(None, "llm judge with the openai backend: server URL")
+    base_url: str | None = option(None, "llm judge with the openai backend: server URL(s), comma-separated")
     images: str = option("auto", "llm judge: show it the page image — auto (when the judge model reads images), on, off")
     max_candidate_chars: int = option(4000, "llm judge: longer candidates are cut in the middle with a marker")
     max_new_tokens: int = option(256, "llm judge: answer length limit")

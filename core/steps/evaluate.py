@@ -62,7 +62,7 @@ class EvalConfig:
     max_new_tokens: int | None = option(None, "token limit; empty = the models' saved generation_config limit, else 512")
     seed: int = option(0, "base seed of the sampled candidates")
     backend: str = option("transformers", "transformers (CPU/GPU), vllm (GPU), or openai (a server)")
-    base_url: str | None = option(None, "server URL for the openai backend")
+    base_url: str | None = option(None, "server URL(s) for the openai backend, comma-separated")
     device: str = option("auto", "transformers device: auto, cpu, cuda")
 
     @classmethod

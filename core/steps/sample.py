@@ -43,7 +43,7 @@ class SampleConfig:
     split: str | None = option(None, "split of the dataset (all splits when empty)")
     limit: int | None = option(None, "sample only the first N items: the way to try a setup before the full run")
     backend: str = option("transformers", "transformers (CPU/GPU), vllm (GPU), or openai (any OpenAI-compatible server)")
-    base_url: str | None = option(None, "server URL for the openai backend, e.g. http://127.0.0.1:8000")
+    base_url: str | None = option(None, "server URL for the openai backend, e.g. http://127.0.0.1:8000; several, comma-separated, share the load")
     api_key_env: str = option("OPENAI_API_KEY", "environment variable holding the server's API key, if it needs one")
     server_model: str | None = option(None, "model name the server expects (default: the model's name)")
     instruction: str = option(DEFAULT_INSTRUCTION, "instruction appended to each document")
