@@ -93,3 +93,36 @@ def test_escaping_holds_for_any_input(text, spans):
     _assert_safe(html)
     visible = re.sub(r"<[^>]+>", "", html)
     assert "<" not in visible and ">" not in visible and '"' not in visible and "'" not in visible
+
+
+def test_dataframe_cells_show_bidi_and_zero_width_characters_as_codes():
+    import pandas as pd
+
+    from core.present.render import visible_cells
+
+    rows = [{"item_id": "inv\u202eexe.fdp", "n": 3, "note": None, "tags": ["a"]}, {"item_id": "a\u200b\u200bb", "n": 4, "note": "ok", "tags": []}]
+    out = visible_cells(rows)
+    assert list(out["item_id"]) == ["inv⟨U+202E⟩exe.fdp", "a⟨U+200B×2⟩b"]
+    assert list(out["n"]) == [3, 4] and out["note"].isna()[0] and out["tags"][0] == ["a"]  # the rest as it was
+    frame = pd.DataFrame({"model\u2066x": ["m\u2067"]})
+    assert list(visible_cells(frame).columns) == ["model⟨U+2066⟩x"] and visible_cells(frame).iloc[0, 0] == "m⟨U+2067⟩"
+    assert frame.iloc[0, 0] == "m\u2067"  # the caller's frame (its ids, for a selection) is untouched
+    assert visible_cells([]).empty
+
+
+def test_the_data_pages_table_shows_the_codes(ws):
+    from pathlib import Path
+
+    from streamlit.testing.v1 import AppTest
+
+    from core.steps.importer import ImportFields, import_records, validate
+
+    items = validate(iter([(1, {"id": "inv\u202eexe.fdp", "text": "FICHA \u200bnome:Ana"})]), Path("<t>"), ImportFields(), None)
+    import_records(ws, items, "docs", source="test")
+    at = AppTest.from_file(str(Path(__file__).resolve().parents[1] / "app.py"), default_timeout=60)
+    at.session_state["workspace_path"] = str(ws.root)
+    at.run()
+    at.switch_page("views/data.py").run()
+    assert not at.exception
+    cells = at.dataframe[0].value.astype(str).to_numpy().ravel().tolist()
+    assert "inv⟨U+202E⟩exe.fdp" in cells and not any("\u202e" in c or "\u200b" in c for c in cells)

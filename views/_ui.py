@@ -80,6 +80,14 @@ def checked_base_url(url: str) -> str:
     return check_base_url(url, cfg.allowed_hosts if is_shared(cfg, st.get_option("server.address")) else None)
 
 
+def dataframe(data, where=None, **kw):
+    """st.dataframe of untrusted cells: zero-width and bidi-control characters shown as codes (as everywhere
+    else); returns what st.dataframe returns (the selection event)."""
+    from core.present.render import visible_cells
+
+    return (where or st).dataframe(visible_cells(data), **kw)
+
+
 def show_image(where, path: str, ws) -> None:
     """An item's image; on a shared app only from inside the allowed roots or the workspace (an imported
     file may point its image field anywhere on the server)."""

@@ -7,7 +7,7 @@ import streamlit as st
 from core.present.render import md_escape
 from core.review.browse import candidate_judgments, candidate_runs, candidates_frame
 from core.store.candidates import get_candidate
-from views._ui import attractor_panel, candidate_text, workspace
+from views._ui import attractor_panel, candidate_text, dataframe, workspace
 
 ws = workspace()
 st.title("Candidates")
@@ -25,7 +25,7 @@ max_chars = c[4].number_input("Longest text (chars, 0 = any)", 0, 10_000_000, 0,
 df = candidates_frame(ws, run, has_loop={"any": None, "looped": True, "no loop": False}[loop], finish_reasons=reasons or None,
                       score=score, chars=(0, max_chars) if max_chars else None)
 st.caption(f"{len(df):,} candidates" + (" (first 2,000)" if len(df) == 2000 else ""))
-event = st.dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="cands", width="stretch")
+event = dataframe(df, hide_index=True, on_select="rerun", selection_mode="single-row", key="cands", width="stretch")
 rows = event.selection.rows if event else []
 if not rows:
     st.stop()

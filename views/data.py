@@ -8,7 +8,7 @@ from core.present.render import md_escape
 from core.steps.importer import ImportFields, import_file, save_upload
 from core.store import WorkspaceError
 from core.store.items import get_item, list_datasets, search_items
-from views._ui import checked_path, show_image, workspace
+from views._ui import checked_path, dataframe, show_image, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -61,7 +61,7 @@ pages = max(1, -(-total // page_size))
 st.caption(f"{total:,} items")
 if pages > 1:
     st.columns(6)[0].number_input(f"Page (of {pages})", 1, pages, key="items_page")
-event = st.dataframe(
+event = dataframe(
     items, hide_index=True, width="stretch", height=390,
     on_select="rerun", selection_mode="single-row", key="items_table",
 )

@@ -11,7 +11,7 @@ from core.store.candidates import get_candidate
 from core.store import WorkspaceError
 from core.store.items import list_datasets
 from core.store.models import list_models
-from views._ui import active_runs, attractor_panel, candidate_text, helps, live_runs_panel, workspace
+from views._ui import active_runs, attractor_panel, candidate_text, dataframe, helps, live_runs_panel, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -90,14 +90,14 @@ table = pd.DataFrame([{
     "quality": r["quality"], "quality (clean)": r["quality_clean"], "mean tokens": r["mean_tokens"],
     "EOS": r["stop"], "limit": r["length"], "loop stop": r["repetition"], "run": r["run_id"],
 } for fam, f in rep["families"].items() for r in f["stages"]])
-st.dataframe(table, hide_index=True, width="stretch")
+dataframe(table, hide_index=True, width="stretch")
 reds = [{"family": fam, "stage": x["label"], "SFT rate %": round(100 * x["sft_rate"], 2), "rate %": round(100 * x["rate"], 2),
          "reduction %": None if x["reduction"] is None else round(100 * x["reduction"], 1),
          "95% CI %": "" if not x.get("ci95") else f"{100 * x['ci95'][0]:.0f} … {100 * x['ci95'][1]:.0f}",
          "items": x["n_items"], "intervals overlap": x["overlap"]}
         for fam, f in rep["families"].items() for x in f["reductions"]]
 if reds:
-    st.dataframe(pd.DataFrame(reds), hide_index=True, width="stretch")
+    dataframe(pd.DataFrame(reds), hide_index=True, width="stretch")
 
 shown = [r for f in rep["families"].values() for r in f["stages"]]
 t1, t2, t3, t4 = st.tabs(["Degenerate outputs", "Quality vs degeneration", "Loop shapes", "Finish reasons"])
@@ -129,7 +129,7 @@ with t1:
         st.success("No degenerate output in this run.", icon=":material/check:")
     else:
         d = pd.DataFrame(outs)
-        sel = st.dataframe(d, hide_index=True, on_select="rerun", selection_mode="single-row", key="eval_outs", width="stretch")
+        sel = dataframe(d, hide_index=True, on_select="rerun", selection_mode="single-row", key="eval_outs", width="stretch")
         chosen = sel.selection.rows if sel else []
         cand = get_candidate(ws, d.iloc[chosen[0] if chosen else 0]["candidate_id"])
         st.caption(f"{md_escape(cand['item_id'])} · {cand['finish_reason']} · {cand['n_tokens']} tokens · quality "

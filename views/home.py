@@ -6,7 +6,7 @@ from core.present.render import md_escape
 from core.store import counts, next_step
 from core.store.items import list_datasets
 from core.store.models import list_models
-from views._ui import workspace
+from views._ui import dataframe, workspace
 
 ws = workspace()
 cur = ws.cursor()
@@ -40,14 +40,14 @@ with left:
     st.subheader("Datasets")
     datasets = list_datasets(cur)
     if datasets:
-        st.dataframe(datasets, hide_index=True, width="stretch")
+        dataframe(datasets, hide_index=True, width="stretch")
     else:
         st.caption("No documents yet.")
 with right:
     st.subheader("Models")
     models = list_models(cur)
     if models:
-        st.dataframe(
+        dataframe(
             [{k: m[k] for k in ("name", "family", "stage", "parent")} for m in models],
             hide_index=True, width="stretch",
         )

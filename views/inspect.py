@@ -4,6 +4,7 @@ import streamlit as st
 
 from core.policy.detect import analyze
 from core.present.render import md_escape, render_text_html
+from views._ui import dataframe
 
 _ROW = "| Parafuso sextavado | {q} | 12,50 |\n"
 EXAMPLES = {
@@ -64,7 +65,7 @@ if text:
     if result.note:
         st.info(md_escape(result.note, 300), icon=":material/info:")
     if result.loops:
-        st.dataframe(
+        dataframe(
             [{"kind": lp.kind, "start": lp.start, "end": lp.end, "period": lp.period, "repeats": lp.repeats,
               "drift": lp.drift if lp.kind == "drifting" else None, "at_tail": lp.at_tail, "unit": lp.unit[:80]}
              for lp in result.loops],

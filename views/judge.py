@@ -15,7 +15,7 @@ from core.store.judgments import judgments_frame
 from core.steps.pairs import mine_run
 from core.store import WorkspaceError
 from core.store.models import list_models
-from views._ui import checked_base_url, checked_model, helps, live_runs_panel, workspace
+from views._ui import checked_base_url, checked_model, dataframe, helps, live_runs_panel, workspace
 
 ws = workspace()
 st.title("Judge")
@@ -97,7 +97,7 @@ c[1].metric("Items with pairs", f"{preview['items_with_pairs']} / {preview['item
 c[2].metric("Rejected = degenerate", preview["rejected_degenerate"])
 c[3].metric("Rejected by margin", preview["rejected_margin"])
 if preview["no_pair"]:
-    st.dataframe([{"items without a pair": k, "count": v} for k, v in preview["no_pair"].items()], hide_index=True)
+    dataframe([{"items without a pair": k, "count": v} for k, v in preview["no_pair"].items()], hide_index=True)
 if st.button(f"Write {preview['pairs']} pairs as pending", type="primary", disabled=not preview["pairs"], icon=":material/call_split:"):
     done = mine_run(ws, judge_run, policy)
     st.success(f"{done['new']} new pending pairs ({done['pairs'] - done['new']} existed already).")

@@ -19,7 +19,7 @@ from core.review.decisions import apply_decisions
 from core.review.queue import QueueFilter, claim_queue, families_and_stages, pair_runs, pair_view
 from core.store import WorkspaceError
 from views._pane import PANE
-from views._ui import allowed_roots, helps, workspace
+from views._ui import allowed_roots, dataframe, helps, workspace
 
 ws = workspace()
 st.title("Review")
@@ -158,7 +158,7 @@ def panel(p: dict) -> None:
         if a["outcomes"]:
             st.caption("How humans decided: " + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in a["outcomes"].items()))
         if a["per_criterion"]:
-            st.dataframe([{"criterion": k, "pairs": x["pairs"], "judge prefers the human's chosen": round(x["judge_agrees"], 3)}
+            dataframe([{"criterion": k, "pairs": x["pairs"], "judge prefers the human's chosen": round(x["judge_agrees"], 3)}
                           for k, x in a["per_criterion"].items()], hide_index=True)
         if msg := st.session_state.pop("lb_bulk", None):
             st.success(msg)

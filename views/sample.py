@@ -18,6 +18,7 @@ from views._ui import (
     candidate_text,
     checked_base_url,
     checked_model,
+    dataframe,
     helps,
     live_runs_panel,
     workspace,
@@ -109,10 +110,10 @@ def run_view(run_id: str):
         st.warning(md_escape(w, 500), icon=":material/warning:")
     if s["skipped"]:
         with st.expander(f"{len(s['skipped'])} items skipped", icon=":material/warning:"):
-            st.dataframe([{"item": k, "reason": v} for k, v in s["skipped"].items()], hide_index=True)
+            dataframe([{"item": k, "reason": v} for k, v in s["skipped"].items()], hide_index=True)
     only = st.toggle("Degenerate only", key="only_degenerate")
     table = list_candidates(ws, run_id, only_degenerate=only)
-    event = st.dataframe(table, hide_index=True, width="stretch", height=300, on_select="rerun",
+    event = dataframe(table, hide_index=True, width="stretch", height=300, on_select="rerun",
                          column_order=[c for c in table.columns if c != "candidate_id"],
                          selection_mode="single-row", key=f"candidates-{run_id}")
     if not event.selection.rows:

@@ -171,14 +171,46 @@ def step_module(kind: str):
     return importlib.import_module(JOB_KINDS[kind])
 
 
-def cpu_threads() -> int:
-    """Threads for this worker's torch: the cores nobody else is using (at least 1), unless
-    OMP_NUM_THREADS says otherwise. OpenMP threads that share a busy core spin at every barrier:
-    on a loaded 2-core box, `generate` with 2 threads ran 6x slower than with 1."""
-    if os.environ.get("OMP_NUM_THREADS", "").isdigit():
-        return int(os.environ["OMP_NUM_THREADS"])
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return max(1, min(cores, round(cores - os.getloadavg()[0])))
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def running_workers(job_dir: Path) -> list[str]:
+    """The other workers of this workspace running now, by their job folders' live pids. The job that
+    chained this one (its spec's ``then`` names us) is left out: it is ending, it started us on its way out."""
+    from core.jobs.control import job_state
+
+    job_dir = Path(job_dir)
+    others = []
+    for d in job_dir.parent.iterdir():
+        if d == job_dir or not (d / "pid").exists() or (d / "status.json").exists():
+            continue
+        if job_state(d).status == "running" and (read_json(d / "spec.json") or {}).get("then") != job_dir.name:
+            others.append(d.name)
+    return others
+
+
+def cpu_threads(job_dir: Path | None = None) -> tuple[int, str]:
+    """Threads for this worker's torch, and why. OMP_NUM_THREADS set by the user wins; a job that already
+    ran keeps the count in its spec (the float order of greedy decoding follows the thread count, so a
+    resumed or rerun job reproduces its numbers only with the same count); else the cores divided among
+    this worker and the other workers of the workspace running now. Not the load average: it still
+    counts a chain's previous link a minute after it ended (every eval link of a chain got 1 thread on an
+    idle 2-core box), and it moves with whatever else the machine does, so the same seeds gave other tables.
+    OpenMP threads that share a busy core spin at every barrier: on a loaded 2-core box, `generate` with
+    2 threads ran 6x slower than with 1, hence the division."""
+    user = os.environ.get("OMP_NUM_THREADS", "")
+    if user.isdigit() and int(user) > 0 and not os.environ.get("LOOPBREAK_THREADS_AUTO"):
+        return int(user), "OMP_NUM_THREADS"
+    spec = read_json(Path(job_dir) / "spec.json") if job_dir else None
+    if spec and isinstance(spec.get("threads"), int) and spec["threads"] > 0:
+        return spec["threads"], "recorded in the job's spec (kept on resume)"
+    cores = _cores()
+    others = running_workers(Path(job_dir)) if job_dir else []
+    threads = max(1, cores // (1 + len(others)))
+    by_load = max(1, min(cores, round(cores - os.getloadavg()[0])))
+    return threads, (f"{cores} cores, {len(others)} other running worker(s)"
+                     + (f" ({', '.join(others[:3])})" if others else "") + f"; the load average would have given {by_load}")
 
 
 def run_job(job_dir: str | Path) -> str:
@@ -188,9 +220,15 @@ def run_job(job_dir: str | Path) -> str:
     _write_text(job_dir / "pid", str(os.getpid()))
     ctx = JobContext(job_dir)
     if "torch" not in sys.modules:  # before torch starts its thread pool
-        os.environ["OMP_NUM_THREADS"] = str(cpu_threads())
-        os.environ["LOOPBREAK_THREADS_AUTO"] = "1"  # a job this worker starts decides afresh (spawn)
-        ctx.log(f"{os.environ['OMP_NUM_THREADS']} CPU thread(s) for torch")
+        threads, why = cpu_threads(job_dir)
+        user = why == "OMP_NUM_THREADS"
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+        if not user:
+            os.environ["LOOPBREAK_THREADS_AUTO"] = "1"  # a job this worker starts decides afresh (spawn)
+        if ctx.spec.get("threads") != threads and int(os.environ.get("RANK", "0")) == 0:
+            ctx.spec["threads"] = threads  # what a resume or a rerun of this spec uses
+            _write_json(job_dir / "spec.json", ctx.spec)
+        ctx.log(f"{threads} CPU thread(s) for torch: {why}")
 
     def on_term(signum, frame):
         raise JobCancelled()

@@ -50,6 +50,32 @@ def escape_text(text: str) -> str:
                   f"{_code(m)}</span>", out)
 
 
+def show_codes(text: str) -> str:
+    """Plain text shown as text (a dataframe cell, a column name): invisible and bidi-control characters
+    as ``⟨U+202E⟩``, so a right-to-left override cannot reorder what a cell shows."""
+    return _INVISIBLE.sub(lambda m: f"⟨{_code(m)}⟩", text) if _INVISIBLE.search(text) else text
+
+
+def visible_cells(data):
+    """A table for st.dataframe — a DataFrame, or rows as dicts — with every text cell, column name and
+    index label passed through :func:`show_codes`. Other cells (numbers, None, lists) are left as they are."""
+    import pandas as pd
+
+    if not isinstance(data, pd.DataFrame):
+        data = pd.DataFrame(data)
+    if data.empty and not len(data.columns):
+        return data
+    out = data.copy()
+    fix = lambda v: show_codes(v) if isinstance(v, str) else v  # noqa: E731
+    for col in out.columns:
+        if out[col].dtype == object or pd.api.types.is_string_dtype(out[col]):
+            out[col] = out[col].map(fix)
+    out.columns = [fix(c) for c in out.columns]
+    if out.index.dtype == object:
+        out.index = out.index.map(fix)
+    return out
+
+
 def md_escape(text, max_chars: int = 300) -> str:
     """Untrusted text (ids, names, paths, error messages quoting a file or a server) for a Markdown
     string (st.markdown, st.caption, st.error, widget labels): the characters that make Markdown
