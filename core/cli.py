@@ -216,7 +216,9 @@ def cmd_sample(args) -> int:
 
     ws = open_workspace(args.workspace)
     cfg = config_from_args(SampleConfig, args)
-    run_id = start_sampling(ws, cfg)
+    run_id = start_sampling(ws, cfg, launch=not args.prepare_only)
+    if args.prepare_only:
+        return _prepared(args, ws, [run_id])
     _follow(ws, run_id, args.json)
     s = run_summary(ws, run_id)
     return _job_result(
@@ -226,13 +228,25 @@ def cmd_sample(args) -> int:
     )
 
 
+def _prepared(args, ws, run_ids: list[str]) -> int:
+    """What --prepare-only prints: the job folders, and how to run each as K workers."""
+    dirs = [str(ws.jobs_dir / r) for r in run_ids]
+    _emit(args, {"runs": run_ids, "status": "queued", "job_dirs": dirs},
+          "Prepared " + ", ".join(run_ids) + ". Run each folder as K workers (K GPUs, or a scheduler's array job), "
+          "one command per worker k = 0…K-1:\n" + "\n".join(f"  loopbreak job run {d} --shard k/K" for d in dirs)
+          + "\nA killed worker resumes by running its command again. The app (or `loopbreak status`) ingests the shards.")
+    return 0
+
+
 def cmd_eval(args) -> int:
     from core import jobs
     from core.steps.evaluate import EvalConfig, eval_results, start_eval
 
     ws = open_workspace(args.workspace)
     cfg = config_from_args(EvalConfig, args)
-    run_ids = start_eval(ws, cfg)
+    run_ids = start_eval(ws, cfg, launch=not args.prepare_only)
+    if args.prepare_only:
+        return _prepared(args, ws, run_ids)
     try:
         for run_id in run_ids:
             _follow(ws, run_id, args.json)
@@ -393,7 +407,9 @@ def cmd_job_run(args) -> int:
     """The worker's entry point; also runs a spec headless on any machine or scheduler."""
     from core.jobs.worker import run_job
 
-    status = run_job(args.job_dir)
+    from core.jobs.worker import parse_shard
+
+    status = run_job(args.job_dir, parse_shard(args.shard))
     _emit(args, {"job_dir": args.job_dir, "status": status}, f"job {status}")
     return 0 if status == "done" else 1
 
@@ -497,12 +513,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_flags(sp, SampleConfig, flags={**model_dataset, "timeout_s": ["--timeout", "--timeout-s"]},
               choices={"backend": BACKENDS, "chat_template": ("auto", "on", "off")},
               extra={"model": required, "dataset": required})
+    sp.add_argument("--prepare-only", action=BoolFlag, default=False,
+                    help="write the job folder and stop: run it as K workers, `loopbreak job run DIR --shard k/K`")
 
     text = "evaluate models on held-out items (degeneration rate with a 95% interval, quality), as background jobs"
     sp = command("eval", cmd_eval, text.replace("%", "%%"), description=text)
     add_flags(sp, EvalConfig, flags=model_dataset, choices={"backend": BACKENDS},
               extra={"models": {"required": True, "metavar": "MODEL", "help": "model to evaluate (repeat for several)"},
                      "dataset": required})
+    sp.add_argument("--prepare-only", action=BoolFlag, default=False,
+                    help="write the job folders and stop: run each as K workers, `loopbreak job run DIR --shard k/K`")
 
     sp = command("report", cmd_report, "print the per-family table: degeneration by stage with intervals, quality, DPO's reduction")
     sp.add_argument("--dataset", "-d", help="only this dataset's evaluations")
@@ -558,6 +578,8 @@ def build_parser() -> argparse.ArgumentParser:
     jp = _subcommands(sp, "job_command", "run")("run", cmd_job_run, "run the job in DIR (its spec.json) here, headless",
                                                  workspace=False)
     jp.add_argument("job_dir", help="the job's folder")
+    jp.add_argument("--shard", metavar="k/K", help="be worker k of K (0-based) on a sampling or evaluation job: every "
+                    "K-th shard of items from the k-th; run all K, anywhere that sees the folder")
 
     sp = command("serve", cmd_serve, "serve a local model as an OpenAI-compatible /v1/completions endpoint", workspace=False)
     sp.add_argument("--model", "-m", required=True, help="local model folder")

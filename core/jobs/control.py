@@ -46,8 +46,54 @@ def _pid_alive(pid: int | None, job_dir: Path) -> bool:
     return job_dir.name.encode() in cmdline
 
 
+def _one_state(job_dir: Path, state_dir: Path) -> tuple[str, str | None, int | None]:
+    """(status, error, pid) of one worker, from the files it keeps in ``state_dir``."""
+    final = read_json(state_dir / "status.json")
+    pid_text = (state_dir / "pid").read_text().strip() if (state_dir / "pid").exists() else ""
+    pid = int(pid_text) if pid_text.isdigit() else None
+    if not final and _pid_alive(pid, job_dir):
+        return "running", None, pid
+    final = final or read_json(state_dir / "status.json")
+    if final:
+        return final["status"], final.get("error"), pid
+    return "died", "its process ended without a final status (killed or crashed)", pid
+
+
+def _workers_state(job_dir: Path, workers: list[Path]) -> JobState:
+    """A job run by K workers (``job run DIR --shard k/K``): running while any runs; done once all K are
+    done; failed or cancelled when one is and none runs; else queued, waiting for the missing or killed
+    ones to be (re)started. Progress is the sum of theirs."""
+    spec = read_json(job_dir / "spec.json") or {}
+    k_total = max(int(w.name.split("-of-")[1]) for w in workers)
+    states = {w.name: _one_state(job_dir, w) for w in workers if int(w.name.split("-of-")[1]) == k_total}
+    parts = [read_json(job_dir / "workers" / name / "progress.json") or {} for name in states]
+    done, total = sum(p.get("done", 0) for p in parts), sum(p.get("total", 0) for p in parts)
+    rate = sum(p.get("rate") or 0 for p in parts)
+    waiting = [f"{n.replace('-of-', '/')}" for n in (f"{k}-of-{k_total}" for k in range(k_total))
+               if n not in states or states[n][0] == "died"]
+    message = f"{len(states)} of {k_total} workers started" + (f"; waiting for {', '.join(waiting)} (run `loopbreak job run "
+                                                               f"{job_dir} --shard k/K` for each)" if waiting else "")
+    progress = {"done": done, "total": total, "unit": "items", "rate": rate,
+                "eta_s": (total - done) / rate if rate > 0 else None, "message": message}
+    pids = [pid for st, _, pid in states.values() if st == "running"]
+    ended = [(n, st, err) for n, (st, err, _) in sorted(states.items()) if st in ("failed", "cancelled")]
+    if pids:
+        status, error = "running", None
+    elif ended:
+        n, status, err = ended[0]
+        error = f"worker {n.replace('-of-', '/')}: {err}"
+    elif not waiting and all(st == "done" for st, _, _ in states.values()):
+        status, error = "done", None
+    else:
+        status, error = "queued", None
+    return JobState(spec.get("run_id", job_dir.name), job_dir, status, error, progress, pids[0] if pids else None)
+
+
 def job_state(job_dir: Path) -> JobState:
     job_dir = Path(job_dir)
+    workers = [w for w in (job_dir / "workers").glob("*-of-*") if w.is_dir()] if (job_dir / "workers").is_dir() else []
+    if workers and not (job_dir / "status.json").exists():
+        return _workers_state(job_dir, workers)
     spec = read_json(job_dir / "spec.json") or {}
     progress = read_json(job_dir / "progress.json") or {}
     final = read_json(job_dir / "status.json")
@@ -135,12 +181,21 @@ def cancel(ws: Workspace, run_id: str) -> bool:
         return True
     if state.status != "running" or not state.pid:
         return False
-    (ws.jobs_dir / run_id / "cancel-requested").touch()
-    try:
-        os.killpg(state.pid, signal.SIGTERM)
-    except ProcessLookupError:
-        return False
-    return True
+    job_dir = ws.jobs_dir / run_id
+    (job_dir / "cancel-requested").touch()
+    pids = [_one_state(job_dir, w)[2] for w in job_dir.glob("workers/*-of-*")] or [state.pid]
+    sent = False
+    for pid in pids:  # K workers: each one of them (those on other machines are their launcher's to stop)
+        if pid and _pid_alive(pid, job_dir):
+            try:
+                os.killpg(pid, signal.SIGTERM)
+                sent = True
+            except ProcessLookupError:  # started by a shell or scheduler, not the leader of its own group
+                os.kill(pid, signal.SIGTERM)
+                sent = True
+            except PermissionError:
+                pass
+    return sent
 
 
 def sync_runs(ws: Workspace, run_ids: list[str] | None = None) -> list[JobState]:
@@ -194,7 +249,9 @@ def list_runs(ws: Workspace, kind: str | None = None, limit: int = 50) -> list[d
     """Recent runs with their live progress (read from the job folders)."""
     out = []
     for run in runs.list_runs(ws, kind, limit):
-        run["progress"] = read_json(ws.jobs_dir / run["run_id"] / "progress.json") or {}
+        job_dir = ws.jobs_dir / run["run_id"]
+        run["progress"] = (job_state(job_dir).progress if (job_dir / "workers").is_dir()
+                           else read_json(job_dir / "progress.json") or {})
         out.append(run)
     return out
 

@@ -67,15 +67,40 @@ def new_run_id(kind: str) -> str:
     return f"{kind}-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}"
 
 
-class JobContext:
-    """What a job's function gets: its spec, progress reporting, shard writing, and resume state."""
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``k/K`` (k counted from 0: ``0/2`` and ``1/2``), or ``$SLURM_ARRAY_TASK_ID``-style ``k`` with K; None for none."""
+    if not text:
+        return None
+    try:
+        k, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise WorkspaceError(f"--shard is k/K, e.g. 0/2 and 1/2 (got {text!r})") from None
+    if not (n >= 1 and 0 <= k < n):
+        raise WorkspaceError(f"--shard {text}: k counts from 0 to K-1")
+    return k, n
 
-    def __init__(self, job_dir: Path):
+
+def worker_dir(job_dir: Path, shard: tuple[int, int]) -> Path:
+    """Where one of K workers of a job keeps its pid, heartbeat, progress and status (shards stay shared)."""
+    return Path(job_dir) / "workers" / f"{shard[0]}-of-{shard[1]}"
+
+
+class JobContext:
+    """What a job's function gets: its spec, progress reporting, shard writing, and resume state.
+
+    ``shard=(k, K)``: this worker is one of K on the job (a scheduler's array job, one per GPU); it does
+    the k-th share of the work (:meth:`mine`), writes its own state under ``workers/k-of-K/`` and its rows
+    into the job's shared ``shards/``."""
+
+    def __init__(self, job_dir: Path, shard: tuple[int, int] | None = None):
         self.dir = Path(job_dir)
+        self.shard = shard
+        self.state_dir = worker_dir(self.dir, shard) if shard else self.dir
+        self.state_dir.mkdir(parents=True, exist_ok=True)
         self.spec: dict = json.loads((self.dir / "spec.json").read_text())
         self.shards_dir = self.dir / "shards"
         self.shards_dir.mkdir(exist_ok=True)
-        for tmp in self.shards_dir.glob("*.tmp"):  # a shard half-written by a worker that was killed
+        for tmp in self.shards_dir.glob(f"*.{shard[0] if shard else 'x'}.tmp"):  # half-written by this worker, killed
             tmp.unlink(missing_ok=True)
         self._started = time.time()
         self._start_done: int | None = None
@@ -85,6 +110,10 @@ class JobContext:
     def run_id(self) -> str:
         return self.spec["run_id"]
 
+    def mine(self, unit: int) -> bool:
+        """Whether unit number ``unit`` (a shard of items, in the job's fixed order) is this worker's."""
+        return self.shard is None or unit % self.shard[1] == self.shard[0]
+
     def progress(self, done: int, total: int, message: str = "", unit: str = "items") -> None:
         """Rate and ETA count only the work done in this process (a resumed job starts mid-way)."""
         if self._start_done is None:
@@ -93,7 +122,7 @@ class JobContext:
         rate = (done - self._start_done) / elapsed
         eta = (total - done) / rate if rate > 0 else None
         _write_json(
-            self.dir / "progress.json",
+            self.state_dir / "progress.json",
             {"done": done, "total": total, "unit": unit, "rate": rate, "eta_s": eta,
              "message": message, "updated_at": time.time()},
         )
@@ -114,7 +143,7 @@ class JobContext:
         raw = sink.getvalue()
         # The name carries the CRC-32 of the bytes, so a shard damaged on disk is never ingested (see shard_problem).
         path = self.shards_dir / f"{table}-{seq:06d}-{uuid.uuid4().hex[:6]}-c{zlib.crc32(raw):08x}.parquet"
-        tmp = path.with_name(path.name + ".tmp")
+        tmp = path.with_name(f"{path.name}.{self.shard[0] if self.shard else 'x'}.tmp")  # another worker's is not ours to remove
         with open(tmp, "wb") as f:
             f.write(raw)
         os.replace(tmp, path)
@@ -213,12 +242,16 @@ def cpu_threads(job_dir: Path | None = None) -> tuple[int, str]:
                      + (f" ({', '.join(others[:3])})" if others else "") + f"; the load average would have given {by_load}")
 
 
-def run_job(job_dir: str | Path) -> str:
-    """Run a job in this process (the worker, or the CLI's `job run`). Returns the final status."""
+def run_job(job_dir: str | Path, shard: tuple[int, int] | None = None) -> str:
+    """Run a job in this process (the worker, or the CLI's `job run`), or its k-th of K shares. Returns the final status."""
     job_dir = Path(job_dir).resolve()
-    (job_dir / "status.json").unlink(missing_ok=True)
-    _write_text(job_dir / "pid", str(os.getpid()))
-    ctx = JobContext(job_dir)
+    if shard and step_module((read_json(job_dir / "spec.json") or {}).get("kind", "")).__dict__.get("SHARDABLE") is not True:
+        raise WorkspaceError(f"{job_dir.name}: this kind of job does not split into --shard workers "
+                             "(training splits under torchrun or accelerate launch)")
+    ctx = JobContext(job_dir, shard)
+    state = ctx.state_dir
+    (state / "status.json").unlink(missing_ok=True)
+    _write_text(state / "pid", str(os.getpid()))
     if "torch" not in sys.modules:  # before torch starts its thread pool
         threads, why = cpu_threads(job_dir)
         user = why == "OMP_NUM_THREADS"
@@ -235,10 +268,11 @@ def run_job(job_dir: str | Path) -> str:
 
     previous = signal.signal(signal.SIGTERM, on_term)
     stop = threading.Event()
-    threading.Thread(target=_heartbeat, args=(job_dir, stop), daemon=True).start()
+    threading.Thread(target=_heartbeat, args=(state, stop), daemon=True).start()
     status, error = "done", None
     try:
-        ctx.log(f"job {ctx.run_id} ({ctx.spec['kind']}) started, pid {os.getpid()}")
+        ctx.log(f"job {ctx.run_id} ({ctx.spec['kind']}) started, pid {os.getpid()}"
+                + (f", worker {shard[0]} of {shard[1]} (0-based)" if shard else ""))
         step_module(ctx.spec["kind"]).run_job(ctx)
     except JobCancelled:
         status, error = "cancelled", "cancelled by the user"
@@ -248,6 +282,6 @@ def run_job(job_dir: str | Path) -> str:
     finally:
         stop.set()
         signal.signal(signal.SIGTERM, previous)
-        _write_json(job_dir / "status.json", {"status": status, "error": error, "finished_at": time.time()})
+        _write_json(state / "status.json", {"status": status, "error": error, "finished_at": time.time()})
         ctx.log(f"job {ctx.run_id} {status}" + (f": {error}" if error else ""))
     return status

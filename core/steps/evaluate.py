@@ -95,8 +95,9 @@ def sample_config(cfg: EvalConfig, model: str, max_new_tokens: int):
     )
 
 
-def start_eval(ws, cfg: EvalConfig) -> list[str]:
-    """Create one eval run per model (queued), chain them, start the first. Returns the run ids."""
+def start_eval(ws, cfg: EvalConfig, launch: bool = True) -> list[str]:
+    """Create one eval run per model (queued), chain them, start the first (``launch=False``: none; each
+    folder waits for its workers, ``job run DIR --shard k/K``). Returns the run ids."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -124,8 +125,12 @@ def start_eval(ws, cfg: EvalConfig) -> list[str]:
         )
         pq.write_table(pa.Table.from_pylist(items), ws.jobs_dir / run_id / "items.parquet")
         (ws.jobs_dir / run_id / "launching").touch()  # queued: the previous run's worker starts it
-    jobs.launch(ws, run_ids[0])
+    if launch:
+        jobs.launch(ws, run_ids[0])
     return run_ids
+
+
+SHARDABLE = True  # a sampling job: `job run DIR --shard k/K` splits it (the chain is then the launcher's)
 
 
 def run_job(ctx) -> None:
@@ -141,7 +146,7 @@ def run_job(ctx) -> None:
         raise
     finally:
         nxt = ctx.spec.get("then")
-        if nxt and jobs.job_state(ctx.dir.parent / nxt).status == "queued":
+        if nxt and not ctx.shard and jobs.job_state(ctx.dir.parent / nxt).status == "queued":
             jobs.spawn(ctx.dir.parent / nxt)
 
 

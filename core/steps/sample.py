@@ -160,8 +160,12 @@ def candidate_rows(run_id: str, item: dict, prompt: str, reqs: list[Request], re
     return rows, None
 
 
+SHARDABLE = True  # `loopbreak job run DIR --shard k/K`: K workers share the item shards (each item's seed makes it exact)
+
+
 def run_job(ctx) -> None:
-    """The worker: sample every item not yet in a shard, a shard of items at a time."""
+    """The worker: sample every item not yet in a shard, a shard of items at a time (under --shard k/K,
+    every K-th shard of items from the k-th: all workers cut the same shards from the same list)."""
     import pyarrow.parquet as pq
 
     cfg = SampleConfig.from_dict(ctx.spec["config"])
@@ -170,21 +174,23 @@ def run_job(ctx) -> None:
     prev = ctx.read_shards("candidates", columns=["item_id"])
     if prev is not None:
         done_ids = set(prev.column("item_id").to_pylist())
-    skipped_path = ctx.dir / "skipped.json"
+    skipped_path = ctx.state_dir / "skipped.json"
     skipped: dict[str, str] = {}  # tried again on resume: a server that was down may be up now
-    todo = [it for it in items if it["item_id"] not in done_ids]
-    total = len(items)
+    step = max(1, cfg.items_per_shard)
+    units = [(u, items[start:start + step]) for u, start in enumerate(range(0, len(items), step)) if ctx.mine(u)]
+    mine = [it for _, unit in units for it in unit]
+    todo = [it for it in mine if it["item_id"] not in done_ids]
+    total = len(mine)
     ctx.progress(total - len(todo), total, "loading the model")
     for w in ctx.spec.get("warnings") or []:
         ctx.log(f"warning: {w}")
     sampler = sampler_for(cfg, ctx.spec["model_path"])
-    ctx.log(f"{len(todo)} of {total} items to sample with {sampler.name} ({len(done_ids)} already done)")
+    ctx.log(f"{len(todo)} of {total} items to sample with {sampler.name} ({total - len(todo)} already done)")
     done = total - len(todo)
-    step = max(1, cfg.items_per_shard)
-    for start in range(0, total, step):
+    for _, unit in units:
         # Shards are cut from the whole item list, not from what is left: a resumed job decodes the same
         # batches as an uninterrupted one, even when an item skipped earlier (too long) is tried again.
-        batch = [it for it in items[start:start + step] if it["item_id"] not in done_ids]
+        batch = [it for it in unit if it["item_id"] not in done_ids]
         if not batch:
             continue
         inputs = [item_input(sampler, it, cfg) for it in batch]
@@ -211,8 +217,9 @@ def run_job(ctx) -> None:
         raise SamplerError(f"every item was skipped; first reason: {next(iter(skipped.values()))}")
 
 
-def start_sampling(ws, cfg: SampleConfig, run_id: str | None = None) -> str:
-    """Resolve the model, freeze the item list into the job folder, create the run and launch it."""
+def start_sampling(ws, cfg: SampleConfig, run_id: str | None = None, launch: bool = True) -> str:
+    """Resolve the model, freeze the item list into the job folder, create the run and launch it
+    (``launch=False``: leave it queued for workers started elsewhere, e.g. ``job run DIR --shard k/K``)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -235,7 +242,10 @@ def start_sampling(ws, cfg: SampleConfig, run_id: str | None = None) -> str:
         instruction=cfg.instruction, backend=cfg.backend, model_path=model["path"],
     )
     pq.write_table(pa.Table.from_pylist(items), ws.jobs_dir / run_id / "items.parquet")
-    jobs.launch(ws, run_id)
+    if launch:
+        jobs.launch(ws, run_id)
+    else:
+        (ws.jobs_dir / run_id / "launching").touch()  # queued until a worker (any launcher) starts on the folder
     return run_id
 
 
@@ -252,8 +262,13 @@ def select_items(ws, dataset: str, split: str | None, limit: int | None) -> list
 def run_summary(ws, run_id: str) -> dict:
     """Candidates, items, degeneration and finish reasons of one sampling run."""
     counts = store_candidates.run_counts(ws, run_id)
-    skipped_path = ws.jobs_dir / run_id / "skipped.json"
-    skipped = json.loads(skipped_path.read_text()) if skipped_path.exists() else {}
+    job_dir = ws.jobs_dir / run_id
+    skipped = {}
+    for path in [job_dir / "skipped.json", *sorted(job_dir.glob("workers/*/skipped.json"))]:  # K workers: one file each
+        try:
+            skipped.update(json.loads(path.read_text()))
+        except (OSError, ValueError):
+            pass
     spec_path = ws.jobs_dir / run_id / "spec.json"
     warnings = (json.loads(spec_path.read_text()).get("warnings") or []) if spec_path.exists() else []
     n = counts["candidates"]
