@@ -387,7 +387,8 @@ def cmd_train(args) -> int:
     if args.prepare_only:
         job_dir = ws.jobs_dir / run_id
         _emit(args, {"run_id": run_id, "status": "queued", "job_dir": str(job_dir)},
-              f"Prepared {run_id}. Run it, e.g. on several GPUs:\n  accelerate launch --num_processes N -m core job run {job_dir}\n"
+              f"Prepared {run_id}. Run it, e.g. on N GPUs (or N CPU processes):\n  torchrun --standalone --nproc_per_node N -m core job run {job_dir}\n"
+              f"  accelerate launch --num_processes N -m core job run {job_dir}   (GPUs)\n"
               "The app (or `loopbreak status`) registers the model once it is done.")
         return 0
     _follow(ws, run_id, args.json)
@@ -565,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
                   choices={"sft_source": SFT_SOURCES}, extra={"base": required})
         tp.add_argument("--prepare-only", action=BoolFlag, default=False,
                         help="write the job folder and stop: run it yourself, "
-                             "e.g. `accelerate launch -m core job run DIR` on GPUs")
+                             "e.g. `torchrun --nproc_per_node N -m core job run DIR`")
         # sparse: only the flags given go into the job's params (its spec stays what the user asked)
         add_flags(tp, run_cls, dest_prefix="p_", sparse=True,
                   aliases={"num_train_epochs": ["--epochs"], "per_device_train_batch_size": ["--batch-size"],

@@ -249,6 +249,10 @@ def run_job(job_dir: str | Path, shard: tuple[int, int] | None = None) -> str:
         raise WorkspaceError(f"{job_dir.name}: this kind of job does not split into --shard workers "
                              "(training splits under torchrun or accelerate launch)")
     ctx = JobContext(job_dir, shard)
+    rank, size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    if size > 1 and rank > 0:  # torchrun / accelerate: rank 0 is the job; the others keep their state aside
+        ctx.state_dir = job_dir / "ranks" / str(rank)
+        ctx.state_dir.mkdir(parents=True, exist_ok=True)
     state = ctx.state_dir
     (state / "status.json").unlink(missing_ok=True)
     _write_text(state / "pid", str(os.getpid()))
@@ -272,7 +276,8 @@ def run_job(job_dir: str | Path, shard: tuple[int, int] | None = None) -> str:
     status, error = "done", None
     try:
         ctx.log(f"job {ctx.run_id} ({ctx.spec['kind']}) started, pid {os.getpid()}"
-                + (f", worker {shard[0]} of {shard[1]} (0-based)" if shard else ""))
+                + (f", worker {shard[0]} of {shard[1]} (0-based)" if shard else "")
+                + (f", rank {rank} of world size {size}" if size > 1 else ""))
         step_module(ctx.spec["kind"]).run_job(ctx)
     except JobCancelled:
         status, error = "cancelled", "cancelled by the user"

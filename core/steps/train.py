@@ -272,6 +272,7 @@ def _trainer_args(config: TrainRunConfig, out_dir: Path, disable_tqdm: bool) -> 
         dataloader_num_workers=0,
         train_sampling_strategy="random" if config.shuffle else "sequential",
         optim="adamw_torch",
+        ddp_find_unused_parameters=False,  # every trained parameter is in the graph: no extra autograd pass per step
         **device_kwargs(config),
     )
 
@@ -312,7 +313,6 @@ def train_sft(
     modelling). Metrics go to ``<run_dir>/metrics.jsonl`` (run_dir defaults to out_dir).
     """
     import torch
-    from datasets import Dataset
     from trl import SFTTrainer
 
     out_dir = Path(out_dir)
@@ -324,11 +324,11 @@ def train_sft(
     if lm.vision:
         examples = vision_sft_examples(train_records, lm.processor, config.instruction)
         plain_text = False
-        dataset = Dataset.from_list(examples)
+        dataset = train_dataset(examples, run_dir)
     else:
         examples = records_to_sft_examples(train_records, config.instruction)
         plain_text = "text" in examples[0]
-        dataset = Dataset.from_list(examples if plain_text else pretokenize(examples, tokenizer))
+        dataset = train_dataset(examples if plain_text else pretokenize(examples, tokenizer), run_dir)
     (run_dir / "run_config.json").write_text(
         json.dumps({"stage": "sft", "config": config.to_dict(), "n_examples": len(examples), "vision": lm.vision}, indent=2, ensure_ascii=False)
     )
@@ -560,6 +560,38 @@ def with_eos(text: str, eos: str | None, keep: bool = True) -> str:
     return text[: -len(eos)] if text.endswith(eos) else text
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) alone; under torchrun or accelerate launch, from their env."""
+    import os
+
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
+def train_dataset(examples: list[dict], run_dir: Path, log: Callable[[str], None] = lambda m: None):
+    """The examples as a datasets.Dataset. Under several processes, one copy saved in the run folder and
+    loaded by every rank: TRL names its cached maps (the precomputed reference log-probs) after the
+    dataset's cache files, and an in-memory dataset's live in each process's own temporary folder, so
+    rank 1 looked for rank 0's file in a folder of its own (torchrun: "Failed to open local file
+    /tmp/hf_datasets-…/cache-….arrow"). The Trainer's distributed sampler gives each rank its share."""
+    from datasets import Dataset, load_from_disk
+
+    rank, size = world()
+    if size <= 1:
+        return Dataset.from_list(examples)
+    import shutil
+
+    from accelerate import PartialState
+
+    state = PartialState()  # joins the process group torchrun / accelerate set up
+    path = Path(run_dir) / "train_dataset"
+    with state.main_process_first():
+        if state.is_main_process:
+            shutil.rmtree(path, ignore_errors=True)  # a relaunch: no cached map of the last attempt
+            Dataset.from_list(examples).save_to_disk(str(path))
+    log(f"rank {rank} of {size}: {len(range(rank, len(examples), size))} of {len(examples)} examples per epoch")
+    return load_from_disk(str(path))
+
+
 PAGE_KEYS = ("images", "image", "image_bytes", "image_path")  # where a training record may carry its page
 
 
@@ -641,7 +673,6 @@ def train_dpo(
     the adapters disabled). Saves the model (merged LoRA unless ``merge_lora`` is off) and tokenizer
     to ``out_dir``; metrics stream to ``<run_dir>/metrics.jsonl``."""
     import torch
-    from datasets import Dataset
 
     validate_dpo_config(config)
     out_dir = Path(out_dir)
@@ -667,7 +698,7 @@ def train_dpo(
 
         datasets.disable_progress_bars()
     torch.manual_seed(config.seed)
-    dataset = Dataset.from_list(examples)
+    dataset = train_dataset(examples, run_dir, log)
     trainer_cls = _dpo_trainer_class()
     precompute = bool(config.precompute_ref_log_probs) and not lm.vision  # TRL cannot for vision data: decided here
     if lm.vision and config.precompute_ref_log_probs:
