@@ -1,5 +1,6 @@
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -105,3 +106,25 @@ def test_next_step_does_not_ask_to_judge_evaluation_outputs(demo_ws):
     c = counts(cur)
     assert c["candidates"] > c["judged_candidates"] and c["sampled_candidates"] == c["judged_sampled"] == 6
     assert next_step(c) == ("Review pairs", "4 pairs wait for review.")
+
+
+def test_item_search_is_a_literal_case_insensitive_substring_with_the_total(ws):
+    """The Data page's search: what ILIKE '%q%' would find, with regex characters taken literally."""
+    from core.steps.importer import ImportFields, import_records, validate
+    from core.store.items import search_items
+
+    texts = ["Parafuso a(b [x] 1.5*2", "PARAFUSO \\ fim", "porca $10 ^ok | x?", "Ação DESCRIÇÃO", "nada"] * 30
+    rows = [(i, {"id": f"d-{i:03d}", "text": t, "reference": "{\"k\": \"Ref.Z\"}" if i % 7 == 0 else None}) for i, t in enumerate(texts)]
+    import_records(ws, validate(iter(rows), Path("<t>"), ImportFields(), None), "docs", source="test")
+    cur = ws.cursor()
+    for q in ["parafuso", "a(b", "[x]", "1.5*2", "\\", "$10 ^", "| x?", "descrição", "AÇÃO", "ref.z", "d-01", "(?i)", ".*", "zzz"]:
+        like = q.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        want = {r[0] for r in cur.execute(
+            "SELECT item_id FROM items WHERE item_id ILIKE ? ESCAPE '\\' OR text ILIKE ? ESCAPE '\\' OR reference ILIKE ? ESCAPE '\\'",
+            [f"%{like}%"] * 3).fetchall()}
+        page, total = search_items(cur, dataset="docs", query=q, limit=10)
+        assert total == len(want), q
+        assert list(page["item_id"]) == sorted(want)[:10], q
+    page, total = search_items(cur, dataset="docs", query="parafuso", limit=10, offset=1000)  # past the end
+    assert page.empty and total == 60
+    assert search_items(cur, dataset="docs", limit=5)[1] == 150 and "_total" not in search_items(cur, dataset="docs")[0]

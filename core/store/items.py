@@ -27,7 +27,10 @@ def search_items(
     limit: int = 200,
     offset: int = 0,
 ):
-    """Items matching the filters (a case-insensitive substring of id, text or reference), as a DataFrame."""
+    """Items matching the filters (a case-insensitive substring of id, text or reference), as a DataFrame,
+    and how many match. One scan: the page and the total (a window count) come from the same query, and
+    the substring is a case-insensitive RE2 match of the escaped text, which DuckDB runs ~2x faster than
+    ILIKE (100k items, 210 MB of text and references: 482 -> ~130 ms; bench/bench_search.py)."""
     where, params = ["1=1"], []
     if dataset:
         where.append("dataset = ?")
@@ -36,15 +39,27 @@ def search_items(
         where.append("split = ?")
         params.append(split)
     if query:
-        where.append("(item_id ILIKE ? OR text ILIKE ? OR reference ILIKE ?)")
-        like = f"%{query}%"
-        params += [like, like, like]
+        where.append("(regexp_matches(item_id, ?) OR regexp_matches(text, ?) OR regexp_matches(reference, ?))")
+        params += [substring_pattern(query)] * 3
+    cond = " AND ".join(where)
     sql = f"""SELECT dataset, split, item_id, length(text) AS chars, image_path IS NOT NULL AS has_image,
-                     left(replace(text, chr(10), ' '), 120) AS preview
-              FROM items WHERE {' AND '.join(where)}
+                     left(replace(text, chr(10), ' '), 120) AS preview, count(*) OVER () AS _total
+              FROM items WHERE {cond}
               ORDER BY dataset, split, item_id LIMIT ? OFFSET ?"""
-    total = cur.execute(f"SELECT count(*) FROM items WHERE {' AND '.join(where)}", params).fetchone()[0]
-    return cur.execute(sql, params + [limit, offset]).df(), total
+    df = cur.execute(sql, params + [limit, offset]).df()
+    if len(df):
+        total = int(df["_total"].iloc[0])
+    else:  # past the last page (or nothing matches): the count alone
+        total = cur.execute(f"SELECT count(*) FROM items WHERE {cond}", params).fetchone()[0] if offset else 0
+    return df.drop(columns="_total"), total
+
+
+_RE2_SPECIAL = set("\\.^$|?*+()[]{}-")
+
+
+def substring_pattern(text: str) -> str:
+    """An RE2 pattern matching ``text`` literally, case-insensitively (Unicode case folding)."""
+    return "(?i)" + "".join("\\" + c if c in _RE2_SPECIAL else c for c in text)
 
 
 def get_item(cur: duckdb.DuckDBPyConnection, dataset: str, item_id: str) -> dict | None:
