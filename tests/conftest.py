@@ -80,9 +80,10 @@ def free_port() -> int:
 class StreamlitServer:
     """`streamlit run app.py` as a real subprocess on a free port."""
 
-    def __init__(self, workspace: Path, args: list[str] = ()):
-        """``args``: more `streamlit run` options, e.g. ["--secrets.files", "secrets.toml"]."""
-        self.port = free_port()
+    def __init__(self, workspace: Path, args: list[str] = (), port: int | None = None):
+        """``args``: more `streamlit run` options, e.g. ["--secrets.files", "secrets.toml"]; ``port``: one chosen
+        beforehand (an OIDC redirect URI must name it)."""
+        self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.log = workspace.parent / "streamlit.log"
         self.proc = subprocess.Popen(
