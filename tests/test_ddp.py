@@ -41,7 +41,7 @@ def test_torchrun_with_two_ranks_splits_the_pairs_and_registers_one_model(demo_w
     out = subprocess.run([TORCHRUN, "--standalone", "--nproc_per_node", "2", "-m", "core", "job", "run", str(job_dir)],
                          cwd=ROOT, capture_output=True, text=True, timeout=600,
                          env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)})
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-12000:]
     logs = out.stdout + out.stderr
     for rank in (0, 1):
         assert f"rank {rank} of world size 2" in logs and f"rank {rank} of 2: 4 of 8 examples per epoch" in logs

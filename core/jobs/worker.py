@@ -289,4 +289,16 @@ def run_job(job_dir: str | Path, shard: tuple[int, int] | None = None) -> str:
         signal.signal(signal.SIGTERM, previous)
         _write_json(state / "status.json", {"status": status, "error": error, "finished_at": time.time()})
         ctx.log(f"job {ctx.run_id} {status}" + (f": {error}" if error else ""))
+        if size > 1:
+            _leave_process_group()
     return status
+
+
+def _leave_process_group() -> None:
+    """A rank that exits with gloo's process group still up aborts at teardown ("terminate called without an
+    active exception", exit -6), failing a run that finished: leave it cleanly."""
+    import sys
+
+    dist = sys.modules.get("torch.distributed")
+    if dist is not None and dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

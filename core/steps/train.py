@@ -324,11 +324,12 @@ def train_sft(
     if lm.vision:
         examples = vision_sft_examples(train_records, lm.processor, config.instruction)
         plain_text = False
-        dataset = train_dataset(examples, run_dir)
+        dataset = train_dataset(examples, run_dir, device_kwargs(config)["use_cpu"])
     else:
         examples = records_to_sft_examples(train_records, config.instruction)
         plain_text = "text" in examples[0]
-        dataset = train_dataset(examples if plain_text else pretokenize(examples, tokenizer), run_dir)
+        dataset = train_dataset(examples if plain_text else pretokenize(examples, tokenizer), run_dir,
+                                device_kwargs(config)["use_cpu"])
     (run_dir / "run_config.json").write_text(
         json.dumps({"stage": "sft", "config": config.to_dict(), "n_examples": len(examples), "vision": lm.vision}, indent=2, ensure_ascii=False)
     )
@@ -567,7 +568,7 @@ def world() -> tuple[int, int]:
     return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
 
 
-def train_dataset(examples: list[dict], run_dir: Path, log: Callable[[str], None] = lambda m: None):
+def train_dataset(examples: list[dict], run_dir: Path, cpu: bool, log: Callable[[str], None] = lambda m: None):
     """The examples as a datasets.Dataset. Under several processes, one copy saved in the run folder and
     loaded by every rank: TRL names its cached maps (the precomputed reference log-probs) after the
     dataset's cache files, and an in-memory dataset's live in each process's own temporary folder, so
@@ -582,7 +583,11 @@ def train_dataset(examples: list[dict], run_dir: Path, log: Callable[[str], None
 
     from accelerate import PartialState
 
-    state = PartialState()  # joins the process group torchrun / accelerate set up
+    # Joins the process group torchrun / accelerate set up. On CPU accelerate needs cpu=True to see it: without,
+    # every rank thought it was the main process alone and saved the folder while the others read it (ArrowInvalid).
+    state = PartialState(cpu=cpu)
+    if state.num_processes != size:
+        raise RuntimeError(f"{size} processes launched, but accelerate sees {state.num_processes}: no process group")
     path = Path(run_dir) / "train_dataset"
     with state.main_process_first():
         if state.is_main_process:
@@ -698,7 +703,7 @@ def train_dpo(
 
         datasets.disable_progress_bars()
     torch.manual_seed(config.seed)
-    dataset = train_dataset(examples, run_dir, log)
+    dataset = train_dataset(examples, run_dir, device_kwargs(config)["use_cpu"], log)
     trainer_cls = _dpo_trainer_class()
     precompute = bool(config.precompute_ref_log_probs) and not lm.vision  # TRL cannot for vision data: decided here
     if lm.vision and config.precompute_ref_log_probs:
