@@ -5,6 +5,8 @@ import json
 import os
 import subprocess
 import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -30,6 +32,11 @@ def a_worker(job_dir):
     """A live process whose command line names the job folder, as a real worker's does."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", str(job_dir)])
     (job_dir / "pid").write_text(str(proc.pid))
+    cmdline = Path(f"/proc/{proc.pid}/cmdline")
+    for _ in range(500):  # between fork and exec the child still shows the test's command line
+        if cmdline.exists() and str(job_dir).encode() in cmdline.read_bytes():
+            break
+        time.sleep(0.01)
     return proc
 
 

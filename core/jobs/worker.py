@@ -242,6 +242,11 @@ def cpu_threads(job_dir: Path | None = None) -> tuple[int, str]:
                      + (f" ({', '.join(others[:3])})" if others else "") + f"; the load average would have given {by_load}")
 
 
+def world() -> tuple[int, int]:
+    """(rank, world size) of this process: (0, 1) alone; under torchrun or accelerate launch, from their env."""
+    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+
+
 def run_job(job_dir: str | Path, shard: tuple[int, int] | None = None) -> str:
     """Run a job in this process (the worker, or the CLI's `job run`), or its k-th of K shares. Returns the final status."""
     job_dir = Path(job_dir).resolve()
@@ -249,7 +254,7 @@ def run_job(job_dir: str | Path, shard: tuple[int, int] | None = None) -> str:
         raise WorkspaceError(f"{job_dir.name}: this kind of job does not split into --shard workers "
                              "(training splits under torchrun or accelerate launch)")
     ctx = JobContext(job_dir, shard)
-    rank, size = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
+    rank, size = world()
     if size > 1 and rank > 0:  # torchrun / accelerate: rank 0 is the job; the others keep their state aside
         ctx.state_dir = job_dir / "ranks" / str(rank)
         ctx.state_dir.mkdir(parents=True, exist_ok=True)
@@ -262,7 +267,7 @@ def run_job(job_dir: str | Path, shard: tuple[int, int] | None = None) -> str:
         os.environ["OMP_NUM_THREADS"] = str(threads)
         if not user:
             os.environ["LOOPBREAK_THREADS_AUTO"] = "1"  # a job this worker starts decides afresh (spawn)
-        if ctx.spec.get("threads") != threads and int(os.environ.get("RANK", "0")) == 0:
+        if ctx.spec.get("threads") != threads and rank == 0:
             ctx.spec["threads"] = threads  # what a resume or a rerun of this spec uses
             _write_json(job_dir / "spec.json", ctx.spec)
         ctx.log(f"{threads} CPU thread(s) for torch: {why}")

@@ -321,15 +321,15 @@ def train_sft(
     run_dir.mkdir(parents=True, exist_ok=True)
     lm = _load(model, tokenizer, "train_sft", config.device, processor)
     model, tokenizer = lm.model, lm.tokenizer
+    cpu = device_kwargs(config)["use_cpu"]
     if lm.vision:
         examples = vision_sft_examples(train_records, lm.processor, config.instruction)
         plain_text = False
-        dataset = train_dataset(examples, run_dir, device_kwargs(config)["use_cpu"])
+        dataset = train_dataset(examples, run_dir, cpu)
     else:
         examples = records_to_sft_examples(train_records, config.instruction)
         plain_text = "text" in examples[0]
-        dataset = train_dataset(examples if plain_text else pretokenize(examples, tokenizer), run_dir,
-                                device_kwargs(config)["use_cpu"])
+        dataset = train_dataset(examples if plain_text else pretokenize(examples, tokenizer), run_dir, cpu)
     (run_dir / "run_config.json").write_text(
         json.dumps({"stage": "sft", "config": config.to_dict(), "n_examples": len(examples), "vision": lm.vision}, indent=2, ensure_ascii=False)
     )
@@ -561,13 +561,6 @@ def with_eos(text: str, eos: str | None, keep: bool = True) -> str:
     return text[: -len(eos)] if text.endswith(eos) else text
 
 
-def world() -> tuple[int, int]:
-    """(rank, world size) of this process: (0, 1) alone; under torchrun or accelerate launch, from their env."""
-    import os
-
-    return int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))
-
-
 def train_dataset(examples: list[dict], run_dir: Path, cpu: bool, log: Callable[[str], None] = lambda m: None):
     """The examples as a datasets.Dataset. Under several processes, one copy saved in the run folder and
     loaded by every rank: TRL names its cached maps (the precomputed reference log-probs) after the
@@ -575,6 +568,8 @@ def train_dataset(examples: list[dict], run_dir: Path, cpu: bool, log: Callable[
     rank 1 looked for rank 0's file in a folder of its own (torchrun: "Failed to open local file
     /tmp/hf_datasets-…/cache-….arrow"). The Trainer's distributed sampler gives each rank its share."""
     from datasets import Dataset, load_from_disk
+
+    from core.jobs.worker import world
 
     rank, size = world()
     if size <= 1:

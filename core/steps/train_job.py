@@ -264,15 +264,13 @@ def _step_of(line: str) -> int:
 
 def run_job(ctx) -> None:
     """The worker: load the frozen data, train, save, write result.json (also on cancel)."""
-    import os
-
     import pyarrow.parquet as pq
 
-    from core.jobs.worker import JobCancelled
+    from core.jobs.worker import JobCancelled, world
     from core.steps import train
 
     spec = ctx.spec
-    main_rank = int(os.environ.get("RANK", "0")) == 0  # under `accelerate launch`, rank 0 alone writes
+    main_rank = world()[0] == 0  # under `accelerate launch`, rank 0 alone writes
     cfg = TrainJobConfig.from_dict(spec["config"])
     run_cfg = cfg.run_config()
     rows = pq.read_table(ctx.dir / "pairs.parquet").to_pylist()
