@@ -59,6 +59,7 @@ from core.steps.importer import import_file  # noqa: E402
 from core.steps.pairs import mine_run  # noqa: E402
 from core.steps.sample import SampleConfig  # noqa: E402
 from core.store import Workspace, now, open_workspace
+from core.store.candidates import prompt_id  # noqa: E402
 from core.store.models import register_model  # noqa: E402
 
 ID_WIDTH = 7  # item ids are "inv-0000042": fixed width, so a variant's loop offsets hold for every item
@@ -232,9 +233,19 @@ def items_table(pool: Pool, record: np.ndarray, start: int, stop: int) -> pa.Tab
                      "kind": pa.array(pool.kinds).take(rec)})
 
 
+def prompt_columns(prompts: pa.Array, k: int, legacy: bool = False) -> dict:
+    """What a shard holds of each candidate's prompt: its id on every row and the text on each item's first
+    (core.steps.sample.candidate_rows); ``legacy``: the text on every row and no id (before schema 9)."""
+    if legacy:
+        return {"prompt": prompts}
+    ids = pa.array([prompt_id(p) for p in prompts.to_pylist()[::k]])
+    first = pa.array(np.arange(len(prompts)) % k == 0)
+    return {"prompt_id": ids.take(pa.array(np.arange(len(prompts)) // k)), "prompt": pc.if_else(first, prompts, pa.scalar(None, pa.string()))}
+
+
 def candidates_table(cfg: GenConfig, pool: Pool, record: np.ndarray, variant: np.ndarray, run_id: str,
-                     start: int, stop: int, decoding: str, with_quality: bool = False) -> pa.Table:
-    """The sampling worker's columns (core.sampling.candidate_rows) for items [start, stop)."""
+                     start: int, stop: int, decoding: str, with_quality: bool = False, legacy: bool = False) -> pa.Table:
+    """The sampling worker's columns (core.steps.sample.candidate_rows) for items [start, stop)."""
     k = cfg.candidates
     n = (stop - start) * k
     ids = pa.array(np.repeat(np.array(item_ids(start, stop).to_pylist(), dtype=object), k))
@@ -252,7 +263,7 @@ def candidates_table(cfg: GenConfig, pool: Pool, record: np.ndarray, variant: np
         "dataset": pa.repeat(cfg.dataset, n),
         "item_id": ids,
         "sample_index": sample_index,
-        "prompt": _cat(pa.scalar("Documento "), ids, pa.scalar("\n"), pool.prompt_tail.take(rec)),
+        **prompt_columns(_cat(pa.scalar("Documento "), ids, pa.scalar("\n"), pool.prompt_tail.take(rec)), k, legacy),
         "text": _cat(pa.scalar(' {"documento":"'), ids, pa.scalar('",'), pool.body.take(pv)),
         "n_tokens": pool.n_tokens.take(pv),
         "finish_reason": pool.finish.take(pv),
@@ -309,7 +320,7 @@ def sample_config(cfg: GenConfig) -> SampleConfig:
 
 def write_candidate_job(cfg: GenConfig, pool: Pool, job_dir: Path, run_id: str, chunk_items: int = 10_000,
                         record_variant=None, judge_dir: Path | None = None, judge_run: str | None = None,
-                        with_quality: bool = False) -> dict:
+                        with_quality: bool = False, legacy: bool = False) -> dict:
     """The sampling job's shards (and, with judge_dir, the judging job's) for all items; no database needed."""
     record, variant = record_variant or _assign(cfg, cfg.items)
     decoding = json.dumps({**asdict(sample_config(cfg).decoding), "greedy": False})
@@ -318,7 +329,7 @@ def write_candidate_job(cfg: GenConfig, pool: Pool, job_dir: Path, run_id: str, 
     out = {"candidate_shards": 0, "judgment_shards": 0, "candidates": 0}
     for start in range(0, cfg.items, chunk_items):
         stop = min(cfg.items, start + chunk_items)
-        cands = candidates_table(cfg, pool, record, variant, run_id, start, stop, decoding, with_quality)
+        cands = candidates_table(cfg, pool, record, variant, run_id, start, stop, decoding, with_quality, legacy)
         out["candidate_shards"] += write_shards(ctx, "candidates", cands, cfg.items_per_shard * cfg.candidates)
         out["candidates"] += cands.num_rows
         if jctx is not None:

@@ -43,9 +43,10 @@ def add_loop_candidate(ws, loop: dict, model_name: str = "demo-llama-sft", run_i
                 [run_id, model_name, json.dumps({"config": {"backend": "transformers"}, "model_path": loop["model_path"]}), now(),
                  loop["model_path"]])
     cid = f"{run_id}:{loop['record']['id']}:0"
+    cur.execute("INSERT INTO prompts VALUES (sha256(?), ?) ON CONFLICT DO NOTHING", [loop["prompt"], loop["prompt"]])
     cur.execute(
-        "INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, n_tokens, finish_reason, "
-        "backend, degenerate, has_loop, loops, metrics) VALUES (?, ?, 'demo', ?, 0, ?, ?, ?, ?, 'transformers', ?, ?, ?, '{}')",
+        "INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt_id, text, n_tokens, finish_reason, "
+        "backend, degenerate, has_loop, loops, metrics) VALUES (?, ?, 'demo', ?, 0, sha256(?), ?, ?, ?, 'transformers', ?, ?, ?, '{}')",
         [cid, run_id, loop["record"]["id"], loop["prompt"], loop["text"], loop["n_tokens"], loop["finish_reason"],
          loop["degenerate"], bool(loop["loops"]), json.dumps(loop["loops"], ensure_ascii=False)],
     )

@@ -58,12 +58,13 @@ def judged_ws(demo_ws):
     cur.execute("INSERT INTO runs (run_id, kind, status, config, source_run, created_at) VALUES ('j1', 'judge', 'done', ?, 's1', ?)",
                 [json.dumps({"source_run": "s1"}), now()])
     table = {items[0]: [(0.9, False), (0.4, True)], items[1]: [(0.8, False), (0.8, False)], items[2]: [(0.2, True), (0.1, True)]}
+    cur.execute("INSERT INTO prompts VALUES (sha256('P JSON:'), 'P JSON:')")
     for item, cands in table.items():
         for k, (overall, degenerate) in enumerate(cands):
             cid = f"s1:{item}:{k}"
             cur.execute(
-                "INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, finish_reason, degenerate, has_loop) "
-                "VALUES (?, 's1', 'demo', ?, ?, 'P JSON:', ?, ?, ?, ?)",
+                "INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt_id, text, finish_reason, degenerate, has_loop) "
+                "VALUES (?, 's1', 'demo', ?, ?, sha256('P JSON:'), ?, ?, ?, ?)",
                 [cid, item, k, f"out {k}", "length" if degenerate else "stop", degenerate, degenerate],
             )
             cur.execute("INSERT INTO judgments (judgment_id, run_id, candidate_id, judge, scores, overall) VALUES (?, 'j1', ?, 'reference', '{}', ?)",

@@ -33,9 +33,9 @@ def add_eval_runs(ws, table: dict = TABLE, split: str = "test") -> dict[tuple[st
                 text = loop_text if bad else ' {"ok": true}'
                 loops = [{"start": 13, "end": len(loop_text), "period": len(ROW), "repeats": 40.0}] if bad else []
                 cur.execute(
-                    """INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, n_tokens,
+                    """INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt_id, text, n_tokens,
                          finish_reason, decoding, degenerate, has_loop, loops, quality, created_at)
-                       VALUES (?, ?, 'demo', ?, 0, 'P\nJSON:', ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                       VALUES (?, ?, 'demo', ?, 0, sha256('P\nJSON:'), ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
                     [f"{run}:{item}:0", run, item, text, 480 if bad else 12, "length" if bad else "stop",
                      json.dumps({"greedy": True, "max_new_tokens": 480}), bad, bad, json.dumps(loops),
                      0.2 if bad else 0.6, t],

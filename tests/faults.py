@@ -158,7 +158,7 @@ def kill_resume_trial(ws, run_id: str, rnd: random.Random, total: int, span_s: f
 
 
 CANDIDATE_KEY = ("item_id", "sample_index")
-CANDIDATE_VALUES = ("text", "finish_reason", "n_tokens", "degenerate", "has_loop", "loops", "seed", "prompt", "dataset")
+CANDIDATE_VALUES = ("text", "finish_reason", "n_tokens", "degenerate", "has_loop", "loops", "seed", "prompt_id", "dataset")
 JUDGMENT_KEY = ("candidate_id",)
 JUDGMENT_VALUES = ("judge", "scores", "overall", "rationale", "error")
 

@@ -35,9 +35,10 @@ def add_review_run(ws, n_items: int, run: str = "rs", judge_run: str = "rj", mod
     for item in items:
         for k, (text, finish, degenerate, loops, scores, overall) in enumerate(kinds):
             cid = f"{run}:{item}:{k}"
+            cur.execute("INSERT INTO prompts VALUES (sha256(?), ?) ON CONFLICT DO NOTHING", [f"Documento {item}\nJSON:"] * 2)
             cur.execute(
-                """INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, n_tokens,
-                     finish_reason, degenerate, has_loop, loops, created_at) VALUES (?, ?, 'demo', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)""",
+                """INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt_id, text, n_tokens,
+                     finish_reason, degenerate, has_loop, loops, created_at) VALUES (?, ?, 'demo', ?, ?, sha256(?), ?, ?, ?, ?, ?, ?, ?)""",
                 [cid, run, item, k, f"Documento {item}\nJSON:", text, len(text) // 3, finish, degenerate, degenerate, json.dumps(loops), now()],
             )
             cur.execute(

@@ -240,3 +240,33 @@ def test_a_worker_that_finishes_while_its_state_is_read_is_not_reported_dead(tmp
     monkeypatch.setattr(control, "_pid_alive", finishes_now)
     state = control.job_state(job)
     assert state.status == "done" and state.error is None
+
+
+def test_a_job_polled_before_or_while_its_worker_starts_is_queued_not_dead(demo_ws, monkeypatch):
+    """The app polls from other sessions' threads while one launches (seen in CI: a training run marked
+    'ended without a final status' 24 ms after it was created, then trained and registered its model): a job
+    created but not yet spawned, and a resumed one whose old pid is dead while it is relaunched, are queued;
+    once the worker has started, a dead pid without a status is a death."""
+    from core.jobs import control
+
+    run_id = jobs.create_job(demo_ws, "sample", {"config": {}})
+    job = demo_ws.jobs_dir / run_id
+    assert jobs.job_state(job).status == "queued"  # between create_job and the spawn
+    assert jobs.sync_runs(demo_ws, [run_id])[0].status == "queued" and run_done(demo_ws, run_id)[0] == "queued"
+
+    (job / "pid").write_text("999999")  # the worker ran and was killed: no status, no launching
+    (job / "launching").unlink()
+    assert jobs.job_state(job).status == "died"
+
+    seen = []
+    real_spawn = control.spawn
+
+    def spawn_after_a_poll(job_dir):  # a poll lands between launch's first steps and the new pid
+        seen.append(jobs.job_state(job_dir).status)
+        return real_spawn(job_dir)
+
+    monkeypatch.setattr(control, "spawn", spawn_after_a_poll)
+    (job / "pid").write_text("999999")
+    control.launch(demo_ws, run_id)  # a config of {} fails in the worker, which is fine: it started
+    assert seen == ["queued"] and jobs.wait(demo_ws, run_id, poll_s=0.05).status == "failed"
+    assert not (job / "launching").exists()

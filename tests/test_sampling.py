@@ -43,8 +43,13 @@ def test_sample_job_end_to_end(demo_ws, tiny_model):
     s = run_summary(demo_ws, run_id)
     assert s["items"] == 3 and s["candidates"] == 9  # greedy + 2 samples per item
     row = demo_ws.cursor().execute(
-        "SELECT prompt, decoding, backend, seed, loops, metrics FROM candidates WHERE run_id = ? AND sample_index = 0 LIMIT 1", [run_id]
+        "SELECT p.prompt, decoding, backend, seed, loops, metrics FROM candidates JOIN prompts p USING (prompt_id) "
+        "WHERE run_id = ? AND sample_index = 0 LIMIT 1", [run_id]
     ).fetchone()
+    # each item's prompt is stored once, its three candidates refer to it
+    assert demo_ws.cursor().execute("SELECT count(DISTINCT prompt_id), count(*) FILTER (prompt_id IS NULL) FROM candidates "
+                                    "WHERE run_id = ?", [run_id]).fetchone() == (3, 0)
+    assert demo_ws.cursor().execute("SELECT count(*) FROM prompts").fetchone()[0] == 3
     assert row[0].endswith("JSON:") and json.loads(row[1])["greedy"] is True and row[2] == "transformers"
     assert isinstance(json.loads(row[4]), list) and "compression_ratio" in json.loads(row[5])
     assert demo_ws.cursor().execute("SELECT status, model FROM runs WHERE run_id = ?", [run_id]).fetchone() == ("done", "tiny")

@@ -57,8 +57,9 @@ def test_the_generator_fills_the_store_through_the_job_shards(scale):
     assert chars[0] == CFG.items and 200 <= chars[1] and chars[2] <= 5000
     texts, per_item = cur.execute("SELECT count(DISTINCT text), count(DISTINCT (item_id, text)) FROM candidates").fetchall()[0]
     assert texts == per_item > CFG.items * 2  # no text shared by two items; several variants per item
-    assert cur.execute("SELECT count(*) FROM candidates c JOIN items i USING (dataset, item_id) "
-                       "WHERE NOT contains(c.text, c.item_id) OR NOT contains(c.prompt, i.text)").fetchall()[0][0] == 0
+    assert cur.execute("SELECT count(*) FROM candidates c JOIN items i USING (dataset, item_id) LEFT JOIN prompts p USING (prompt_id) "
+                       "WHERE NOT contains(c.text, c.item_id) OR NOT contains(p.prompt, i.text) OR p.prompt IS NULL").fetchall()[0][0] == 0
+    assert cur.execute("SELECT count(*) FROM prompts").fetchall()[0][0] == CFG.items  # each item's prompt once, not 8 times
 
 
 def test_five_percent_are_loops_that_run_to_the_limit_and_the_detector_flags_them(scale):
@@ -129,9 +130,9 @@ def test_home_and_review_on_the_generated_workspace(scale):
     assert [m["name"] for m in list_models(cur)] == [CFG.model]
     # Mining joined each pair's texts and prompt from the store.
     assert cur.execute("""SELECT count(*) FROM pairs p JOIN candidates r ON r.candidate_id = p.rejected_candidate_id
-                          JOIN candidates h ON h.candidate_id = p.chosen_candidate_id
+                          JOIN candidates h ON h.candidate_id = p.chosen_candidate_id LEFT JOIN prompts pr ON pr.prompt_id = r.prompt_id
                           WHERE p.rejected_text IS DISTINCT FROM r.text OR p.chosen_text IS DISTINCT FROM h.text
-                             OR p.prompt IS DISTINCT FROM r.prompt""").fetchall()[0][0] == 0
+                             OR p.prompt IS DISTINCT FROM pr.prompt OR pr.prompt IS NULL""").fetchall()[0][0] == 0
     pair_id = next_pair(ws, QueueFilter(run=stats["run_id"]), "scale-test")
     v = pair_view(ws, pair_id)
     assert len(v["candidates"]) == CFG.candidates and v["chosen"]["judgment"] and v["rejected"]["judgment"]
@@ -204,3 +205,37 @@ def test_batched_ingest_keeps_a_column_only_later_shards_carry(ws):
     assert jobs.ingest(ws, "r2") == 24
     assert ws.cursor().execute("SELECT count(*) FILTER (latency_s = 1.5), count(*) FILTER (latency_s IS NULL) FROM candidates"
                                ).fetchall()[0] == (12, 12)
+
+
+def test_each_prompt_is_stored_once_from_new_and_old_shards(ws):
+    """A worker writes each candidate's prompt id and the prompt's text on its item's first candidate; a shard
+    written before schema 9 has the text on every row and no id. Batched or one by one, mixed in one job, every
+    candidate ends up pointing at its prompt's one row in `prompts`."""
+    from core.store.candidates import prompt_id
+
+    def new(start, n):  # two candidates per item, the text on the first
+        return [{**r, "candidate_id": f"r3:i{k:03d}:{j}", "sample_index": j, "prompt_id": prompt_id(f"P{k % 5}"),
+                 "prompt": f"P{k % 5}" if j == 0 else None}
+                for k, r in zip(range(start, start + n), _rows("r3", start, n)) for j in (0, 1)]
+
+    def old(start, n):
+        return [{**r, "prompt": f"P{int(r['item_id'][1:]) % 5}"} for r in _rows("r3", start, n)]
+
+    ctx = _job(ws, "r3")
+    for i in range(3):
+        ctx.write_shard("candidates", old(4 * i, 4))
+    for i in range(3, 6):
+        ctx.write_shard("candidates", new(4 * i, 4))
+    assert jobs.ingest(ws, "r3") == 12 + 24
+    ctx.write_shard("candidates", old(40, 2))  # a lone shard: the one-by-one path
+    assert jobs.ingest(ws, "r3") == 2
+    ctx.write_shard("candidates", new(50, 1))
+    assert jobs.ingest(ws, "r3") == 2
+    cur = ws.cursor()
+    assert cur.execute("SELECT prompt FROM prompts ORDER BY 1").fetchall() == [(f"P{k}",) for k in range(5)]
+    wrong = cur.execute("""SELECT count(*) FROM candidates c LEFT JOIN prompts p USING (prompt_id)
+                           WHERE p.prompt IS DISTINCT FROM 'P' || (substr(c.item_id, 2)::INT % 5)""").fetchall()[0][0]
+    assert wrong == 0 and cur.execute("SELECT count(*) FROM candidates").fetchall()[0][0] == 40
+    assert get_candidate(ws, "r3:i013:1")["prompt"] == "P3" and get_candidate(ws, "r3:i002:0")["prompt"] == "P2"
+    assert "prompt" not in {r[0] for r in cur.execute("SELECT column_name FROM information_schema.columns "
+                                                      "WHERE table_name = 'candidates'").fetchall()}

@@ -1,3 +1,4 @@
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -45,6 +46,38 @@ def test_migrates_an_older_workspace(tmp_path):
     cur = w.cursor()
     assert schema_version(cur) == SCHEMA_VERSION == len(MIGRATIONS)
     assert counts(cur)["items"] == 1 and counts(cur)["pairs"] == 0
+    w.close()
+
+
+def test_a_schema_8_store_keeps_every_candidate_and_stores_each_prompt_once(tmp_path):
+    """Schema 9 moves the prompt out of candidates (rebuilt, with zstd texts): every column's values stay,
+    each distinct prompt is one row of `prompts`, and a candidate without a prompt keeps none."""
+    import duckdb
+
+    from core.store.candidates import get_candidate, prompt_id
+
+    path = tmp_path / "old" / "loopbreak.duckdb"
+    path.parent.mkdir()
+    con = duckdb.connect(str(path))
+    migrate(con, target=8)
+    rows = [(f"r:i{k}:{j}", "r", "d", f"i{k}", j, None if k == 3 else f"Documento {k}\nJSON:", f"out {k} {j} é", 7, "stop",
+             '{"greedy": true}', 0.5, [] if j else [{"start": 1}], j * 0.1, len(f"out {k} {j} é"), 0.8, "h")
+            for k in range(4) for j in range(3)]
+    con.executemany("INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, n_tokens, "
+                    "finish_reason, decoding, latency_s, loops, quality, chars, overall, image_hash) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?::JSON, ?, ?, ?, ?)", [list(r[:11]) + [json.dumps(r[11])] + list(r[12:]) for r in rows])
+    before = con.execute("SELECT * EXCLUDE (prompt) FROM candidates ORDER BY candidate_id").fetchall()
+    con.close()
+
+    w = open_workspace(tmp_path / "old")
+    cur = w.cursor()
+    assert cur.execute("SELECT * EXCLUDE (prompt_id) FROM candidates ORDER BY candidate_id").fetchall() == before
+    assert sorted(cur.execute("SELECT prompt_id, prompt FROM prompts").fetchall()) == sorted(
+        (prompt_id(f"Documento {k}\nJSON:"), f"Documento {k}\nJSON:") for k in range(3))
+    assert get_candidate(w, "r:i1:2")["prompt"] == "Documento 1\nJSON:" and get_candidate(w, "r:i3:0")["prompt"] is None
+    assert cur.execute("SELECT count(*) FROM candidates WHERE prompt_id IS NULL").fetchone()[0] == 3
+    with pytest.raises(duckdb.ConstraintException):  # the rebuilt table kept its primary key
+        cur.execute("INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, text) VALUES ('r:i0:0', 'r', 'd', 'i0', 0, 'x')")
     w.close()
 
 
@@ -101,8 +134,8 @@ def test_next_step_does_not_ask_to_judge_evaluation_outputs(demo_ws):
     add_review_run(demo_ws, 2)  # 6 sampled candidates, each judged, mined to 4 pending pairs
     cur = demo_ws.cursor()
     cur.execute("INSERT INTO runs (run_id, kind, status, created_at) VALUES ('ev', 'eval', 'done', now())")
-    cur.execute("""INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, prompt, text, created_at)
-                   VALUES ('ev:1', 'ev', 'demo', 'demo-test-00000', 0, 'p', 'out', now())""")  # scored, never judged
+    cur.execute("""INSERT INTO candidates (candidate_id, run_id, dataset, item_id, sample_index, text, created_at)
+                   VALUES ('ev:1', 'ev', 'demo', 'demo-test-00000', 0, 'out', now())""")  # scored, never judged
     c = counts(cur)
     assert c["candidates"] > c["judged_candidates"] and c["sampled_candidates"] == c["judged_sampled"] == 6
     assert next_step(c) == ("Review pairs", "4 pairs wait for review.")

@@ -62,8 +62,10 @@ def test_vlm_sampling_records_prompt_and_page_hash_and_skips_bad_pages(ws, tmp_p
     s = run_summary(ws, run_id)
     assert list(s["skipped"]) == [records[1]["id"]]
     assert records[1]["image"] in s["skipped"][records[1]["id"]]  # the reason names the file
-    rows = ws.cursor().execute("SELECT item_id, prompt, image_hash FROM candidates WHERE run_id = ?", [run_id]).fetchall()
+    rows = ws.cursor().execute("SELECT item_id, p.prompt, image_hash FROM candidates JOIN prompts p USING (prompt_id) "
+                               "WHERE run_id = ?", [run_id]).fetchall()
     assert len(rows) == 3 * 2
+    assert ws.cursor().execute("SELECT count(*) FROM prompts").fetchone()[0] == 1  # every page got the same prompt: stored once
     by_id = {r["id"]: r for r in records}
     for item_id, prompt, h in rows:
         assert "<start_of_image>" in prompt and h == image_hash(by_id[item_id]["image"])

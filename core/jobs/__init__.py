@@ -6,6 +6,7 @@ following and reconciling jobs) and ``ingest`` (the writer taking a job's shards
 A job is a folder ``<workspace>/jobs/<run_id>/``::
 
     spec.json       what to do (kind + parameters); the same file runs headless: `loopbreak job run DIR`
+    launching       there from creation (and each relaunch) until a worker's pid is written: the job is queued
     pid             the worker's process id (the leader of its own session / process group)
     heartbeat       touched every few seconds while the worker lives
     progress.json   done / total / rate / ETA / message, rewritten atomically

@@ -97,6 +97,9 @@ def job_state(job_dir: Path) -> JobState:
     spec = read_json(job_dir / "spec.json") or {}
     progress = read_json(job_dir / "progress.json") or {}
     final = read_json(job_dir / "status.json")
+    # `launching` before `pid`: spawn writes the pid, then removes `launching`, so one of the two is always
+    # seen (read the other way round, a spawn between the two reads looked like a worker that died at birth)
+    launching = (job_dir / "launching").exists()
     pid_text = (job_dir / "pid").read_text().strip() if (job_dir / "pid").exists() else ""
     pid = int(pid_text) if pid_text.isdigit() else None
     alive = not final and _pid_alive(pid, job_dir)
@@ -108,7 +111,7 @@ def job_state(job_dir: Path) -> JobState:
         status, error = "running", None
     elif (job_dir / "cancel-requested").exists():  # SIGTERM before the worker's handler was installed ends it silently
         status, error = "cancelled", "cancelled by the user"
-    elif pid is None and (job_dir / "launching").exists():
+    elif launching:  # created, or being (re)launched: an old pid of a resumed job is not its death
         status, error = "queued", None
     else:
         status, error = "died", "the job's process ended without a final status (killed or crashed); resume to continue"
@@ -118,12 +121,16 @@ def job_state(job_dir: Path) -> JobState:
 def create_job(ws: Workspace, kind: str, params: dict, *, run_id: str | None = None, **links) -> str:
     """Write the spec and the run row (status queued). Returns the run id.
 
+    The folder is marked ``launching`` from the start: queued until a worker (spawned here, a chain's
+    previous link, or any launcher's `job run DIR`) writes its pid — a poll between this and the spawn
+    took a job not yet started for one that had died.
     `links` are the run's columns (model, dataset, split, source_run, instruction, backend, model_path):
     what later steps ask of the run is read from them, never fished out of the spec's JSON."""
     step_module(kind)
     run_id = run_id or new_run_id(kind)
     job_dir = ws.jobs_dir / run_id
     job_dir.mkdir(parents=True)
+    (job_dir / "launching").touch()
     _write_json(job_dir / "spec.json", {"run_id": run_id, "kind": kind, "workspace": str(ws.root), **params})
     runs.create_run(ws, run_id, kind, config=params, job_dir=str(job_dir), **links)
     return run_id
@@ -135,6 +142,7 @@ def launch(ws: Workspace, run_id: str) -> int:
     state = job_state(job_dir)
     if state.status == "running":
         raise WorkspaceError(f"run {run_id} is already running (pid {state.pid})")
+    (job_dir / "launching").touch()  # before the old status goes: a poll in between sees it queued, not died
     (job_dir / "status.json").unlink(missing_ok=True)
     (job_dir / "cancel-requested").unlink(missing_ok=True)
     ingest(ws, run_id)  # a damaged shard is set aside before the worker looks, so the worker redoes its work

@@ -94,15 +94,18 @@ def _ingest_group(ws: Workspace, run_id: str, table: str, batch: list[str], done
 
 def _insert_batch(ws: Workspace, run_id: str, table: str, batch: list[str]) -> int | None:
     """INSERT … SELECT over the files and their `shards` rows, one transaction; None if it failed (rolled back)."""
-    extra = _derived_sql(table, batch[0])  # candidates get their derived `chars` on the way in (core/store/derived.py)
     # Shards of one schema are read as they are; a mix (a job resumed by a newer Loopbreak) is matched
     # by column name. union_by_name always would cost ~20% (it maps every file's columns).
-    by_name = not _one_schema(batch)
+    schemas = _schemas(batch)
+    if not schemas:
+        return None  # unreadable: the batch is split
+    columns = set().union(*(s.names for s in schemas))
     # A plain INSERT first: new shards hold new rows, and skipping OR IGNORE's per-row check is
     # ~25% of the time; a duplicate (a shard re-written after a crash) rolls back to OR IGNORE.
     for ignore in (False, True):
         try:
-            before, rows = runs.ingest_batch(ws, run_id, table, batch, extra=extra, by_name=by_name, ignore_duplicates=ignore)
+            before, rows = runs.ingest_batch(ws, run_id, table, batch, columns=columns, by_name=len(schemas) > 1,
+                                             ignore_duplicates=ignore)
         except Exception as e:  # a bad file, a conflict: the caller splits the batch
             if type(e).__name__ == "ConstraintException" and not ignore:
                 continue
@@ -113,8 +116,9 @@ def _insert_batch(ws: Workspace, run_id: str, table: str, batch: list[str]) -> i
     return None
 
 
-def _one_schema(batch: list[str], probes: int = 32) -> bool:
-    """Whether the shards share one schema, judged on the first, the last and evenly spaced ones between.
+def _schemas(batch: list[str], probes: int = 32) -> set:
+    """The shards' distinct schemas, judged on the first, the last and evenly spaced ones between; empty
+    if one cannot be read.
 
     A job's schema changes only where a newer Loopbreak resumed it, and stays changed, so the ends
     and a sample tell. (Without union_by_name DuckDB takes the first file's columns: a later file
@@ -122,21 +126,9 @@ def _one_schema(batch: list[str], probes: int = 32) -> bool:
     """
     picks = sorted({0, len(batch) - 1, *range(0, len(batch), max(1, len(batch) // probes))})
     try:
-        schemas = {pq.read_schema(batch[i]).remove_metadata() for i in picks}
+        return {pq.read_schema(batch[i]).remove_metadata() for i in picks}
     except Exception:  # unreadable: the batch fails either way and is split
-        return False
-    return len(schemas) == 1
-
-
-def _derived_sql(table: str, first_shard: str) -> str:
-    """Extra SELECT columns a batch computes on the way in (candidates' `chars`), unless the shards carry them."""
-    if table != "candidates":
-        return ""
-    try:
-        names = pq.read_schema(first_shard).names
-    except Exception:  # unreadable: the batch fails and the one-by-one path reports it
-        return ""
-    return "" if "chars" in names else ", length(text) AS chars"
+        return set()
 
 
 def _set_aside(ws: Workspace, run_id: str, path: Path, problem: str) -> None:

@@ -44,9 +44,8 @@ class JobCancelled(Exception):
 
 
 def _write_json(path: Path, obj: Any) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, default=str))
-    os.replace(tmp, path)
+    """Replace a JSON file at once; the temporary name is this process's (two writers never share one)."""
+    _write_text(path, json.dumps(obj, ensure_ascii=False, default=str))
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -261,14 +260,18 @@ def run_job(job_dir: str | Path, shard: tuple[int, int] | None = None) -> str:
     state = ctx.state_dir
     (state / "status.json").unlink(missing_ok=True)
     _write_text(state / "pid", str(os.getpid()))
+    if state == job_dir:
+        (job_dir / "launching").unlink(missing_ok=True)  # started: from now on a dead pid is a death
     if "torch" not in sys.modules:  # before torch starts its thread pool
         threads, why = cpu_threads(job_dir)
         user = why == "OMP_NUM_THREADS"
         os.environ["OMP_NUM_THREADS"] = str(threads)
         if not user:
             os.environ["LOOPBREAK_THREADS_AUTO"] = "1"  # a job this worker starts decides afresh (spawn)
-        if ctx.spec.get("threads") != threads and rank == 0:
-            ctx.spec["threads"] = threads  # what a resume or a rerun of this spec uses
+        if ctx.spec.get("threads") != threads and rank == 0 and shard is None:
+            # what a resume or a rerun of this spec uses; K --shard workers (often on machines of their own,
+            # sized by their scheduler) would overwrite one another's, so theirs is only logged
+            ctx.spec["threads"] = threads
             _write_json(job_dir / "spec.json", ctx.spec)
         ctx.log(f"{threads} CPU thread(s) for torch: {why}")
 

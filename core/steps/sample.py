@@ -10,7 +10,7 @@ The greedy decode, when asked for, is candidate 0 of the item: loops often appea
 
 Page images: a backend that reads them (``sampler.vision``) gets each item's page, bounded to
 ``max_pixels`` (``core.images``), and a prompt of the image placeholder and the instruction; the
-candidate records that prompt and the page's content hash. An item whose page is missing or
+candidate records that prompt (by id: the text is stored once, in `prompts`) and the page's content hash. An item whose page is missing or
 unreadable is skipped with the reason and the run goes on. What cannot work at all is refused
 before the job starts (:func:`check_images`).
 """
@@ -138,8 +138,11 @@ def check_images(cfg: SampleConfig, model_path: str, items: list[dict]) -> list[
 
 def candidate_rows(run_id: str, item: dict, prompt: str, reqs: list[Request], results: list, cfg: SampleConfig, backend: str,
                    image_sha: str | None = None) -> tuple[list[dict], str | None]:
-    """Candidates of one item (greedy first), each with the detector's verdict; or the skip reason."""
-    rows, index = [], 0
+    """Candidates of one item (greedy first), each with the detector's verdict; or the skip reason.
+
+    Every candidate names its prompt by ``prompt_id``; the first also carries the text, which the writer
+    stores once in `prompts` (core/store/runs.py shard_select)."""
+    rows, index, key = [], 0, store_candidates.prompt_id(prompt)
     for req, gens in zip(reqs, results):
         if isinstance(gens, ItemSkipped):
             return [], str(gens)
@@ -149,7 +152,8 @@ def candidate_rows(run_id: str, item: dict, prompt: str, reqs: list[Request], re
             rows.append({
                 "candidate_id": f"{run_id}:{item['item_id']}:{index}", "run_id": run_id,
                 "dataset": item["dataset"], "item_id": item["item_id"], "sample_index": index,
-                "prompt": prompt, "image_hash": image_sha, "text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason,
+                "prompt_id": key, "prompt": prompt if index == 0 else None, "image_hash": image_sha,
+                "text": g.text, "n_tokens": g.n_tokens, "finish_reason": g.finish_reason,
                 "backend": backend, "decoding": json.dumps(decoding), "seed": req.seed,
                 "latency_s": g.latency_s, "degenerate": det.degenerate, "has_loop": det.has_loop,
                 "loops": json.dumps([lp.to_dict() for lp in det.loops], ensure_ascii=False),
@@ -244,8 +248,6 @@ def start_sampling(ws, cfg: SampleConfig, run_id: str | None = None, launch: boo
     pq.write_table(pa.Table.from_pylist(items), ws.jobs_dir / run_id / "items.parquet")
     if launch:
         jobs.launch(ws, run_id)
-    else:
-        (ws.jobs_dir / run_id / "launching").touch()  # queued until a worker (any launcher) starts on the folder
     return run_id
 
 

@@ -190,8 +190,6 @@ def start_training(ws, cfg: TrainJobConfig, run_id: str | None = None, launch: b
     pq.write_table(pa.Table.from_pylist(rows), ws.jobs_dir / run_id / "pairs.parquet")
     if launch:
         jobs.launch(ws, run_id)
-    else:
-        (ws.jobs_dir / run_id / "launching").touch()  # queued until a worker (any launcher) starts on the folder
     return run_id
 
 

@@ -1,12 +1,21 @@
 """Queries of `candidates`: a run's counts, the Sample page's table, one candidate, what a judge reads.
 
+A candidate refers to its prompt by ``prompt_id``; the text is in `prompts`, once per distinct prompt.
+
 The candidate browser's filters read derived columns (`chars`, `overall`, kept by core/store/derived.py),
 so a filter over 800k candidates neither scans their texts nor aggregates their judgments.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+
+
+def prompt_id(prompt: str) -> str:
+    """The key of a prompt in `prompts`: its SHA-256 in hex, as DuckDB's ``sha256()`` gives it (the
+    migration and old shards compute it in SQL)."""
+    return hashlib.sha256(prompt.encode("utf-8")).hexdigest()
 
 
 def run_counts(ws, run_id: str) -> dict:
@@ -39,9 +48,11 @@ def list_candidates(ws, run_id: str, only_degenerate: bool = False, limit: int =
 
 
 def get_candidate(ws, candidate_id: str) -> dict | None:
-    """One candidate, every column, its JSON columns parsed, and its item's page (``image_path``)."""
+    """One candidate, every column, its prompt's text (``prompt``), its JSON columns parsed, and its item's
+    page (``image_path``)."""
     cur = ws.cursor()
-    row = cur.execute("SELECT c.*, i.image_path FROM candidates c LEFT JOIN items i ON i.dataset = c.dataset AND i.item_id = c.item_id "
+    row = cur.execute("SELECT c.*, p.prompt, i.image_path FROM candidates c LEFT JOIN prompts p USING (prompt_id) "
+                      "LEFT JOIN items i ON i.dataset = c.dataset AND i.item_id = c.item_id "
                       "WHERE c.candidate_id = ?", [candidate_id]).fetchone()
     if row is None:
         return None

@@ -18,9 +18,10 @@ def insert_mined(ws, rows: list[dict]) -> int:
             cur.execute(
                 """INSERT OR IGNORE INTO pairs BY NAME
                    SELECT m.* REPLACE (provenance::JSON AS provenance, coalesce(m.chosen_text::VARCHAR, ch.text) AS chosen_text),
-                          rj.text AS rejected_text, rj.prompt AS prompt
+                          rj.text AS rejected_text, pr.prompt AS prompt
                    FROM mined_pairs m LEFT JOIN candidates ch ON ch.candidate_id = m.chosen_candidate_id
-                   JOIN candidates rj ON rj.candidate_id = m.rejected_candidate_id"""
+                   JOIN candidates rj ON rj.candidate_id = m.rejected_candidate_id
+                   LEFT JOIN prompts pr ON pr.prompt_id = rj.prompt_id"""
             )
         finally:
             cur.unregister("mined_pairs")

@@ -127,28 +127,79 @@ def ingested_shards(ws, run_id: str) -> set[str]:
 def ingest_shard(ws, run_id: str, table: str, path: str, name: str) -> tuple[int, int]:
     """One shard into its table (INSERT OR IGNORE on the primary key) and its `shards` row, in one transaction.
     Returns (rows before, rows added); raises on a bad file (rolled back)."""
+    import pyarrow.parquet as pq
+
+    select, key = shard_select(table, set(pq.read_schema(path).names))
     with write(ws) as cur:
         before = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-        cur.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT * FROM read_parquet(?)", [path])
+        if key:
+            cur.execute(NEW_PROMPTS.format(key=key, src="read_parquet(?)"), [path])
+        cur.execute(f"INSERT OR IGNORE INTO {table} BY NAME SELECT {select} FROM read_parquet(?)", [path])
         rows = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
         cur.execute("INSERT INTO shards VALUES (?, ?, ?, ?)", [name, run_id, rows, now()])
     return before, rows
 
 
-def ingest_batch(ws, run_id: str, table: str, batch: list[str], *, extra: str = "", by_name: bool = False,
+def ingest_batch(ws, run_id: str, table: str, batch: list[str], *, columns: set[str], by_name: bool = False,
                  ignore_duplicates: bool = False) -> tuple[int, int]:
     """Shards of one table in one statement and one transaction, with their `shards` rows (each the rows it
-    holds). `extra` adds derived SELECT columns; `by_name` matches the files' columns by name (shards written
-    by different Loopbreak versions). Returns (rows before, rows added); raises on any failure (rolled back)."""
+    holds). `columns`: the shards' column names (see shard_select); `by_name` matches the files' columns by
+    name (shards written by different Loopbreak versions). Returns (rows before, rows added); raises on any
+    failure (rolled back).
+
+    Opening a small Parquet file costs DuckDB ~0.25 ms whatever it reads of it, so besides the rows'
+    own pass the shards are read once more, not twice: each file's row count and the prompts' texts
+    in one side pass (1M candidates in 15,625 shards: 3 s saved)."""
     ubn = ", union_by_name = true" if by_name else ""
     verb = "INSERT OR IGNORE" if ignore_duplicates else "INSERT"
+    select, key = shard_select(table, columns)
     with write(ws) as cur:
         before = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
-        cur.execute(f"{verb} INTO {table} BY NAME SELECT *{extra} FROM read_parquet(?{ubn})", [batch])
+        if key:
+            cur.execute(f"CREATE TEMP TABLE ingest_side AS SELECT filename, {key} AS prompt_id, prompt "
+                        f"FROM read_parquet(?, filename = true{ubn})", [batch])
+            cur.execute(NEW_PROMPTS.format(key="prompt_id", src="ingest_side"))
+            side = "ingest_side"
+        else:
+            side = f"read_parquet(?, filename = true{ubn})"
+        # Rows in any order (this cursor only): DuckDB then inserts on every thread, not one — 1M candidates
+        # from 15,625 shards went in in 0.65x the time. Queries never rely on the order rows were stored in.
+        cur.execute("SET SESSION preserve_insertion_order = false")
+        cur.execute(f"{verb} INTO {table} BY NAME SELECT {select} FROM read_parquet(?{ubn})", [batch])
+        cur.execute("RESET SESSION preserve_insertion_order")
         rows = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
-        cur.execute("INSERT INTO shards SELECT parse_filename(filename), ?, count(*), ? "
-                    f"FROM read_parquet(?, filename = true{ubn}) GROUP BY filename", [run_id, now(), batch])
+        cur.execute(f"INSERT INTO shards SELECT parse_filename(filename), ?, count(*), ? FROM {side} GROUP BY filename",
+                    [run_id, now()] + ([] if key else [batch]))
+        if key:
+            cur.execute("DROP TABLE ingest_side")
     return before, rows
+
+
+# The distinct prompts of `src` that `prompts` does not hold yet (`key`: the SQL of their id).
+NEW_PROMPTS = ("INSERT INTO prompts SELECT id, any_value(prompt) FROM (SELECT {key} AS id, prompt FROM {src} "
+               "WHERE prompt IS NOT NULL) GROUP BY id HAVING id NOT IN (SELECT prompt_id FROM prompts)")
+
+
+def shard_select(table: str, columns: set[str]) -> tuple[str, str | None]:
+    """(the SELECT list that turns a shard's columns into the table's, the SQL of the prompt's id or None),
+    for shards holding ``columns``.
+
+    A candidates shard carries each candidate's ``prompt_id`` and the prompt's text once per item
+    (``prompt``, NULL on the item's other candidates): the text goes to `prompts`, once per distinct prompt
+    (NEW_PROMPTS), and not into `candidates`. A shard written before schema 9 has the prompt on every row
+    and no id: the id is its SHA-256, as prompt_id() computes it. Candidates get their derived `chars` on
+    the way in, unless the shards carry them (core/store/derived.py).
+    """
+    if table != "candidates":
+        return "*", None
+    has_text, has_id = "prompt" in columns, "prompt_id" in columns
+    key = "coalesce(prompt_id, sha256(prompt))" if has_text and has_id else "sha256(prompt)" if has_text else None
+    select = "*"
+    if key:
+        select = f"* EXCLUDE (prompt{', prompt_id' if has_id else ''}), {key} AS prompt_id"
+    if "chars" not in columns:
+        select += ", length(text) AS chars"
+    return select, key
 
 
 def mark_set_aside(ws, run_id: str, name: str, error: str) -> None:

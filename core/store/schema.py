@@ -105,6 +105,25 @@ MIGRATIONS: list[list[str]] = [
     ],
     # 8: what a vision model saw — the content hash of the item's page image at sampling time
     ["ALTER TABLE candidates ADD COLUMN image_hash VARCHAR"],
+    # 9: ingest at scale — each distinct prompt stored once (a sampling run's 8 candidates of an item share one,
+    #    every page of a vision run shares one), candidates referring to it by its SHA-256 (core/store/candidates.py
+    #    prompt_id); and the long texts zstd-compressed (written once, rarely scanned: on unique model outputs it
+    #    wrote 1.7x faster than DuckDB's own choice, at 0.4x the size). DuckDB cannot change a column's compression
+    #    in place, so candidates is rebuilt, its columns in the order they came.
+    [
+        "CREATE TABLE prompts (prompt_id VARCHAR PRIMARY KEY, prompt VARCHAR NOT NULL USING COMPRESSION zstd)",
+        "INSERT INTO prompts SELECT sha256(prompt), any_value(prompt) FROM candidates WHERE prompt IS NOT NULL GROUP BY 1",
+        """CREATE TABLE candidates_9 (
+            candidate_id VARCHAR PRIMARY KEY, run_id VARCHAR NOT NULL, dataset VARCHAR NOT NULL,
+            item_id VARCHAR NOT NULL, sample_index INTEGER NOT NULL, prompt_id VARCHAR,
+            text VARCHAR NOT NULL USING COMPRESSION zstd, n_tokens INTEGER, finish_reason VARCHAR, backend VARCHAR,
+            decoding JSON, seed BIGINT, latency_s DOUBLE, degenerate BOOLEAN, has_loop BOOLEAN,
+            loops JSON USING COMPRESSION zstd, metrics JSON USING COMPRESSION zstd, created_at TIMESTAMP,
+            quality DOUBLE, chars INTEGER, overall DOUBLE, image_hash VARCHAR)""",
+        "INSERT INTO candidates_9 BY NAME SELECT * EXCLUDE (prompt), sha256(prompt) AS prompt_id FROM candidates",
+        "DROP TABLE candidates",
+        "ALTER TABLE candidates_9 RENAME TO candidates",
+    ],
 ]
 
 
