@@ -1,12 +1,14 @@
 """Ingest of 1M candidate rows: `core.jobs.ingestion` against a bare DuckDB INSERT of the same files.
 
 Writes the shards a sampling job of 125,000 items × 8 candidates leaves (bench/gen_workspace.py:
-realistic invoice JSON, one shard per 8 items = 15,625 shards), in two layouts:
+realistic invoice JSON), in these layouts:
 
 * **prompts once** (schema 9, what a worker writes now) — every candidate names its prompt by
   ``prompt_id``, the prompt's text is on each item's first candidate only, and the store keeps each
-  distinct prompt once in `prompts`;
-* **legacy** (``--legacy``, what a worker wrote before) — the prompt's text on every candidate.
+  distinct prompt once in `prompts`; one shard per 64 items (vllm's default: ~1,960 shards) and per
+  8 items (the other backends', and every backend's before: 15,625 shards), ``--shard-items``;
+* **legacy** (``--legacy``, what a worker wrote before) — the prompt's text on every candidate, 8
+  items a shard.
 
 For each layout, each into a fresh store with the same schema:
 
@@ -22,7 +24,7 @@ For each layout, each into a fresh store with the same schema:
 Prints wall and CPU seconds (CPU counts DuckDB's threads too: on a shared 2-core box the wall time
 depends on the neighbours), the ratio ingest / baseline, and the figure against the 20 s target.
 
-    .venv/bin/python bench/bench_ingest.py [--items 125000] [--legacy] [--one-by-one 300] [--keep DIR]
+    .venv/bin/python bench/bench_ingest.py [--items 125000] [--shard-items 64 8] [--legacy] [--one-by-one 300] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -102,12 +104,12 @@ def baseline(root: Path, shards: list[str], legacy: bool) -> tuple[int, float, f
 def measure(cfg: GenConfig, src_job: Path, tmp: Path, legacy: bool, one_by_one: int) -> float:
     """Baseline and ingest of one layout; prints them and returns the ingest's wall seconds."""
     name = "legacy: the prompt on every candidate" if legacy else "prompts once"
-    print(f"\n== {name}")
+    print(f"\n== {name}, {cfg.items_per_shard} items a shard")
     shards = shard_files(cfg, src_job, legacy)
-    b_rows, b_wall, b_cpu = baseline(tmp / f"baseline-{legacy}", shards, legacy)
+    b_rows, b_wall, b_cpu = baseline(tmp / f"baseline-{src_job.name}", shards, legacy)
     print(f"baseline  bare insert … read_parquet:  {b_rows:,} rows in {b_wall:.1f} s wall, {b_cpu:.1f} s CPU")
 
-    ws = fresh_workspace(tmp / f"ingest-{legacy}")
+    ws = fresh_workspace(tmp / f"ingest-{src_job.name}")
     link_shards(src_job, ws.jobs_dir / RUN, shards)
     added, i_wall, i_cpu = timed(lambda: jobs.ingest(ws, RUN))
     cur = ws.cursor()
@@ -125,7 +127,7 @@ def measure(cfg: GenConfig, src_job: Path, tmp: Path, legacy: bool, one_by_one: 
           f"; store file {size / 1e6:.0f} MB")
 
     if one_by_one:
-        ws = fresh_workspace(tmp / f"one-by-one-{legacy}")
+        ws = fresh_workspace(tmp / f"one-by-one-{src_job.name}")
         link_shards(src_job, ws.jobs_dir / RUN, shards[:one_by_one])
         saved, jobs.ingestion.INGEST_BATCH_BYTES = jobs.ingestion.INGEST_BATCH_BYTES, 0
         try:
@@ -144,21 +146,24 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--items", type=int, default=125_000, help="items × 8 candidates = rows (125,000 → 1M)")
     ap.add_argument("--pool", type=int, default=100, help="distinct demo records behind the documents")
-    ap.add_argument("--legacy", action="store_true", help="also measure the old layout (the prompt on every candidate)")
+    ap.add_argument("--shard-items", type=int, nargs="+", default=[64, 8], help="items a shard, one layout each")
+    ap.add_argument("--legacy", action="store_true", help="also measure the old layout (the prompt on every candidate, 8 items a shard)")
     ap.add_argument("--one-by-one", type=int, default=0, help="also time the one-statement-per-shard path on this many shards")
     ap.add_argument("--keep", help="folder for the shards (kept, and reused when it already holds them)")
     args = ap.parse_args()
 
     tmp = Path(tempfile.mkdtemp(prefix="loopbreak-bench-ingest-"))
     src = Path(args.keep) if args.keep else tmp / "shards-src"
-    cfg = GenConfig(items=args.items, pool=args.pool)
+    layouts = [(k, False) for k in args.shard_items] + ([(8, True)] if args.legacy else [])
     walls = {}
-    for legacy in ([False, True] if args.legacy else [False]):
-        walls[legacy] = measure(cfg, src / ("legacy" if legacy else "once"), tmp, legacy, args.one_by_one)
-    rows = args.items * cfg.candidates
-    if args.legacy:
-        print(f"\nprompts once / legacy layout, ingest wall: {walls[False] / walls[True]:.2f}")
-    print(f"INGEST of {rows:,} candidate rows = {walls[False]:.1f} s (target <= {TARGET_S:.0f} s; {walls[False] / TARGET_S:.2f} × target)")
+    for k, legacy in layouts:
+        cfg = GenConfig(items=args.items, pool=args.pool, items_per_shard=k)
+        walls[k, legacy] = measure(cfg, src / (f"legacy-{k}" if legacy else f"once-{k}"), tmp, legacy, args.one_by_one)
+    rows = args.items * 8
+    print()
+    for (k, legacy), wall in walls.items():
+        print(f"INGEST of {rows:,} candidate rows, {'legacy' if legacy else 'prompts once'}, {k} items a shard: {wall:.1f} s "
+              f"(target <= {TARGET_S:.0f} s; {wall / TARGET_S:.2f} × target)")
     shutil.rmtree(tmp, ignore_errors=True)
 
 

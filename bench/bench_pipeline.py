@@ -96,7 +96,7 @@ def main() -> None:
     from core.steps.sample import requests_for
 
     sampler = TransformersSampler(str(model_path), device="cpu")
-    shard = SampleConfig().items_per_shard
+    shard = SampleConfig().shard_items()
 
     def bare_once() -> float:
         t0 = time.perf_counter()

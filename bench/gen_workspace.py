@@ -57,7 +57,7 @@ from core.policy.prompts import build_prompt  # noqa: E402
 from core.samplers.base import DecodingConfig
 from core.steps.importer import import_file  # noqa: E402
 from core.steps.pairs import mine_run  # noqa: E402
-from core.steps.sample import SampleConfig  # noqa: E402
+from core.steps.sample import VLLM_SHARD_ITEMS, SampleConfig  # noqa: E402
 from core.store import Workspace, now, open_workspace
 from core.store.candidates import prompt_id  # noqa: E402
 from core.store.models import register_model  # noqa: E402
@@ -78,7 +78,7 @@ class GenConfig:
     loop_share: float = option(0.05, "share of candidates that are templated loops run to the token limit")
     pool: int = option(500, "distinct demo records the documents are drawn from (each item gets its own id inside)")
     limit_chars: int = option(3000, "the token limit in characters: loops run to it, longer outputs are cut at it")
-    items_per_shard: int = option(8, "items per sampling shard (SampleConfig's default)")
+    items_per_shard: int = option(VLLM_SHARD_ITEMS, "items per sampling shard (SampleConfig's default for vllm)")
     judge_batch: int = option(16, "candidates per judging shard (JudgeConfig's default)")
     dataset: str = option("invoices", "dataset name")
     model: str = option("bench-sft", "registered model the run is attributed to")

@@ -175,3 +175,11 @@ def test_cli_sample_json(tmp_path, tiny_model):
     assert out.returncode == 0, out.stderr
     summary = json.loads(out.stdout.strip().splitlines()[-1])
     assert summary["status"] == "done" and summary["candidates"] == 6 and summary["run_id"].startswith("sample-")
+
+
+def test_shard_size_follows_the_backend_unless_set():
+    """vllm decodes a shard as one batch (and the writer pays per file): 64 items a shard; the others 8."""
+    from core.steps.sample import SampleConfig
+
+    assert SampleConfig(backend="vllm").shard_items() == 64 and SampleConfig().shard_items() == 8
+    assert SampleConfig(backend="openai").shard_items() == 8 and SampleConfig(backend="vllm", items_per_shard=3).shard_items() == 3
