@@ -54,6 +54,7 @@ def test_report_aggregates_per_family_and_stage(ws):
     assert (sft["ci_low"], sft["ci_high"]) == pytest.approx(wilson_interval(5, 20))
     assert sft["quality"] == pytest.approx((5 * 0.2 + 15 * 0.6) / 20) and sft["quality_clean"] == pytest.approx(0.6)
     assert (sft["length"], sft["stop"]) == (5, 15)
+    assert (dpo["degenerate"], dpo["candidates"]) == (1, 20)
     (red,) = llama["reductions"]
     assert red["stage"] == "dpo" and red["reduction"] == pytest.approx(0.8) and red["n_items"] == 20
     assert red["overlap"] is True  # 5/20 vs 1/20: the Wilson intervals still overlap at this n

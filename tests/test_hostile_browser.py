@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import StreamlitServer, wait_idle
+from tests.conftest import StreamlitServer
 from tests.hostile import (
     EVIL,
     HOSTILE_REVIEWER,

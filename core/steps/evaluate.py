@@ -123,7 +123,7 @@ def start_eval(ws, cfg: EvalConfig, launch: bool = True) -> list[str]:
             model=info["name"], dataset=cfg.dataset, split=cfg.split, run_id=run_id,
             instruction=sc.instruction, backend=sc.backend, model_path=info["path"],
         )
-        pq.write_table(pa.Table.from_pylist(items), ws.jobs_dir / run_id / "items.parquet")  # queued: the previous run's worker starts it
+        pq.write_table(pa.Table.from_pylist(items), ws.jobs_dir / run_id / "items.parquet")
     if launch:
         jobs.launch(ws, run_ids[0])
     return run_ids

@@ -10,8 +10,8 @@ The greedy decode, when asked for, is candidate 0 of the item: loops often appea
 
 Page images: a backend that reads them (``sampler.vision``) gets each item's page, bounded to
 ``max_pixels`` (``core.images``), and a prompt of the image placeholder and the instruction; the
-candidate records that prompt (by id: the text is stored once, in `prompts`) and the page's content hash. An item whose page is missing or
-unreadable is skipped with the reason and the run goes on. What cannot work at all is refused
+candidate records that prompt (by id: the text is stored once, in `prompts`) and the page's content
+hash. An item whose page is missing or unreadable is skipped with the reason and the run goes on. What cannot work at all is refused
 before the job starts (:func:`check_images`).
 """
 
@@ -70,7 +70,7 @@ class SampleConfig:
         """Items per shard. vllm decodes a shard's sequences as one batch, and a shard ends with its longest
         sequence (a loop runs to the token limit), so small shards leave the GPU idle; bigger shards are
         also fewer files for the writer (1M candidates: 15,625 shards of 8 items took 3x as long to ingest as
-        ~1,960 of 64, bench/bench_ingest.py: DuckDB pays ~1 ms a Parquet file, whatever its size)."""
+        ~1,960 of 64, bench/bench_ingest.py: DuckDB pays a fixed cost per Parquet file, whatever its size)."""
         if self.items_per_shard:
             return max(1, self.items_per_shard)
         return VLLM_SHARD_ITEMS if self.backend == "vllm" else SHARD_ITEMS
