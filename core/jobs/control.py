@@ -156,8 +156,8 @@ _children: list[subprocess.Popen] = []
 
 
 def spawn(job_dir: Path) -> subprocess.Popen:
-    """Start the worker process for a job folder (no database: a worker may start the next job of a chain)."""
-    (job_dir / "launching").touch()
+    """Start the worker process for a job folder (no database: a worker may start the next job of a chain).
+    The folder is already marked ``launching`` (by create_job, or by launch for a resume)."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
     if env.pop("LOOPBREAK_THREADS_AUTO", None):
         env.pop("OMP_NUM_THREADS", None)

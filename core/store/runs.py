@@ -153,15 +153,13 @@ def ingest_batch(ws, run_id: str, table: str, batch: list[str], *, columns: set[
     ubn = ", union_by_name = true" if by_name else ""
     verb = "INSERT OR IGNORE" if ignore_duplicates else "INSERT"
     select, key = shard_select(table, columns)
+    side, side_params = f"read_parquet(?, filename = true{ubn})", [batch]  # what the shards' counts are read from
     with write(ws) as cur:
         before = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0]
         if key:
-            cur.execute(f"CREATE TEMP TABLE ingest_side AS SELECT filename, {key} AS prompt_id, prompt "
-                        f"FROM read_parquet(?, filename = true{ubn})", [batch])
+            cur.execute(f"CREATE TEMP TABLE ingest_side AS SELECT filename, {key} AS prompt_id, prompt FROM {side}", side_params)
             cur.execute(NEW_PROMPTS.format(key="prompt_id", src="ingest_side"))
-            side = "ingest_side"
-        else:
-            side = f"read_parquet(?, filename = true{ubn})"
+            side, side_params = "ingest_side", []
         # Rows in any order (this cursor only): DuckDB then inserts on every thread, not one — 1M candidates
         # from 15,625 shards went in in 0.65x the time. Queries never rely on the order rows were stored in.
         cur.execute("SET SESSION preserve_insertion_order = false")
@@ -169,7 +167,7 @@ def ingest_batch(ws, run_id: str, table: str, batch: list[str], *, columns: set[
         cur.execute("RESET SESSION preserve_insertion_order")
         rows = cur.execute(f"SELECT count(*) FROM {table}").fetchall()[0][0] - before
         cur.execute(f"INSERT INTO shards SELECT parse_filename(filename), ?, count(*), ? FROM {side} GROUP BY filename",
-                    [run_id, now()] + ([] if key else [batch]))
+                    [run_id, now(), *side_params])
         if key:
             cur.execute("DROP TABLE ingest_side")
     return before, rows
